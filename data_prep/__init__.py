@@ -1,0 +1,1 @@
+"""Preference-pair data preparation: source readers and the harmless + helpful mixture builder."""

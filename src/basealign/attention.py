@@ -1,0 +1,196 @@
+"""Attention for the packed, prefix-shared layout, registered with transformers.
+
+One attention function, `basealign`, is registered through `AttentionInterface`. When the
+forward kwargs carry a `packed_layout` (an AttentionLayout), it runs that layout's backend:
+
+  flash         flash-attn's `flash_attn_varlen_func` (CUDA, fp16/bf16)
+  torch_varlen  `torch.nn.attention.varlen.varlen_attn`, PyTorch's own flash kernels (CUDA)
+  flex          FlexAttention with a block mask built from the layout
+  sdpa          SDPA with an explicit boolean mask: the reference (any device)
+  varlen_cpu    the varlen streams run document by document with SDPA; tests use it to
+                check the cu_seqlens / kv_index construction the CUDA kernels consume
+
+Without a layout it is plain causal SDPA, which is exact for right-padded rows (the
+padded reference path) because real tokens never look right. transformers builds no
+mask for a custom attention name, so no [T, T] mask is made for packed rows.
+
+The varlen backends see each pair as two documents: `P C` (causal) and `R` queries
+against `P R` keys (causal aligned bottom-right, i.e. R's first query sees all of P).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+import torch.nn.functional as F
+
+from basealign.packing import CHOSEN, REJECTED, AttentionLayout
+
+ATTENTION_NAME = "basealign"
+BACKENDS = ("flash", "torch_varlen", "flex", "sdpa", "varlen_cpu")
+
+
+def register() -> str:
+    """Register the attention function with transformers (idempotent); returns its name."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTENTION_NAME, packed_attention)
+    return ATTENTION_NAME
+
+
+def flash_attn_available() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def torch_varlen_available() -> bool:
+    return importlib.util.find_spec("torch.nn.attention.varlen") is not None
+
+
+def choose_backend(requested: str, device: torch.device, dtype: torch.dtype) -> tuple[str, str]:
+    """(backend, why) for a recipe's `model.attn_implementation`."""
+    half = dtype in (torch.float16, torch.bfloat16)
+    if requested != "auto":
+        if requested in ("flash", "torch_varlen") and device.type != "cuda":
+            raise ValueError(f"attn_implementation '{requested}' needs a CUDA device; use 'sdpa' or 'auto' on {device.type}")
+        if requested == "flash" and not flash_attn_available():
+            raise ValueError("attn_implementation 'flash' needs the flash-attn package (pip install flash-attn)")
+        if requested in ("flash", "torch_varlen") and not half:
+            raise ValueError(f"attn_implementation '{requested}' needs bfloat16 or float16 weights")
+        return requested, "set by the recipe"
+    if device.type != "cuda":
+        return "sdpa", f"{device.type} device: SDPA with an explicit prefix-sharing mask"
+    if not half:
+        return "flex", "CUDA with float32 weights: flash kernels need fp16/bf16, FlexAttention does not"
+    if flash_attn_available():
+        return "flash", "CUDA with the flash-attn package installed"
+    if torch_varlen_available():
+        return "torch_varlen", "CUDA without flash-attn: PyTorch's own varlen flash kernels"
+    return "flex", "CUDA without flash-attn or torch varlen: FlexAttention block mask"
+
+
+def packed_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
+    """transformers attention signature: q [B, H, T, D], k/v [B, Hkv, T, D] -> ([B, T, H, D], None)."""
+    layout: AttentionLayout | None = kwargs.get("packed_layout")
+    if layout is None:
+        return _plain_causal(query, key, value, attention_mask, dropout, scaling)
+    if dropout:
+        raise ValueError("attention dropout is not supported on the packed path; set it to 0 in the model config")
+    if query.shape[0] != 1:
+        raise ValueError("a packed row has batch size 1")
+    backend = layout.backend
+    if backend == "sdpa":
+        out = _sdpa_masked(query, key, value, layout, scaling)
+    elif backend == "flex":
+        out = _flex(query, key, value, layout, scaling)
+    else:
+        # varlen kernels take [T, H, D]
+        q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
+        if layout.kv_index is not None:
+            k, v = k.index_select(0, layout.kv_index), v.index_select(0, layout.kv_index)
+        if backend == "flash":
+            out = _flash(q, k, v, layout, scaling)
+        elif backend == "torch_varlen":
+            out = _torch_varlen(q, k, v, layout, scaling)
+        elif backend == "varlen_cpu":
+            out = _varlen_cpu(q, k, v, layout, scaling)
+        else:
+            raise ValueError(f"unknown attention backend {backend!r}; known: {', '.join(BACKENDS)}")
+        return out.unsqueeze(0), None
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _repeat_kv(t: torch.Tensor, n_rep: int) -> torch.Tensor:
+    return t if n_rep == 1 else t.repeat_interleave(n_rep, dim=-3)
+
+
+def _plain_causal(query, key, value, attention_mask, dropout, scaling):
+    n_rep = query.shape[1] // key.shape[1]
+    key, value = _repeat_kv(key, n_rep), _repeat_kv(value, n_rep)
+    if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 4:
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling)
+    else:
+        out = F.scaled_dot_product_attention(query, key, value, is_causal=query.shape[2] > 1, dropout_p=dropout, scale=scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def allowed(layout: AttentionLayout, q_idx: torch.Tensor, kv_idx: torch.Tensor) -> torch.Tensor:
+    """The layout's mask rule: same document, causal, and rejected never sees chosen."""
+    same_doc = layout.doc_ids[q_idx] == layout.doc_ids[kv_idx]
+    causal = kv_idx <= q_idx
+    crosses = (layout.branch[q_idx] == REJECTED) & (layout.branch[kv_idx] == CHOSEN)
+    return same_doc & causal & ~crosses
+
+
+def dense_mask(layout: AttentionLayout) -> torch.Tensor:
+    """[T, T] boolean mask (True = attend); built once per forward and shared by all layers."""
+    if "dense" not in layout.cache:
+        t = torch.arange(layout.doc_ids.numel(), device=layout.doc_ids.device)
+        layout.cache["dense"] = allowed(layout, t[:, None], t[None, :])
+    return layout.cache["dense"]
+
+
+def _sdpa_masked(query, key, value, layout, scaling):
+    n_rep = query.shape[1] // key.shape[1]
+    mask = dense_mask(layout)[None, None]
+    return F.scaled_dot_product_attention(query, _repeat_kv(key, n_rep), _repeat_kv(value, n_rep), attn_mask=mask, scale=scaling)
+
+
+def _flex(query, key, value, layout, scaling):
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    if "block_mask" not in layout.cache:
+        def mask_mod(b, h, q_idx, kv_idx):
+            return allowed(layout, q_idx, kv_idx)
+
+        T = query.shape[2]
+        layout.cache["block_mask"] = create_block_mask(mask_mod, None, None, T, T, device=query.device.type)
+    block_mask = layout.cache["block_mask"]
+    n_rep = query.shape[1] // key.shape[1]
+    fn = _compiled_flex() if query.is_cuda else flex_attention
+    return fn(query, key, value, block_mask=block_mask, scale=scaling, enable_gqa=n_rep > 1)
+
+
+_COMPILED_FLEX = None
+
+
+def _compiled_flex():
+    # FlexAttention is only fast compiled; compile once per process.
+    global _COMPILED_FLEX
+    if _COMPILED_FLEX is None:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        _COMPILED_FLEX = torch.compile(flex_attention, dynamic=True)
+    return _COMPILED_FLEX
+
+
+def _flash(q, k, v, layout, scaling):
+    from flash_attn import flash_attn_varlen_func
+
+    return flash_attn_varlen_func(
+        q, k, v, layout.cu_seqlens_q, layout.cu_seqlens_k, layout.max_seqlen_q, layout.max_seqlen_k,
+        softmax_scale=scaling, causal=True,  # flash-attn >= 2.1 aligns causal bottom-right
+    )
+
+
+def _torch_varlen(q, k, v, layout, scaling):
+    from torch.nn.attention.varlen import varlen_attn
+
+    return varlen_attn(
+        q, k, v, layout.cu_seqlens_q, layout.cu_seqlens_k, layout.max_seqlen_q, layout.max_seqlen_k,
+        scale=scaling, window_size=(-1, 0), enable_gqa=q.shape[1] != k.shape[1],
+    )
+
+
+def _varlen_cpu(q, k, v, layout, scaling):
+    """Varlen semantics with SDPA, one document at a time (bottom-right causal)."""
+    n_rep = q.shape[1] // k.shape[1]
+    outs = []
+    cq, ck = layout.cu_seqlens_q.tolist(), layout.cu_seqlens_k.tolist()
+    for (q0, q1), (k0, k1) in zip(zip(cq, cq[1:]), zip(ck, ck[1:])):
+        qd, kd, vd = q[q0:q1].transpose(0, 1), k[k0:k1].transpose(0, 1), v[k0:k1].transpose(0, 1)
+        lq, lk = q1 - q0, k1 - k0
+        mask = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(diagonal=lk - lq)
+        od = F.scaled_dot_product_attention(qd, _repeat_kv(kd, n_rep), _repeat_kv(vd, n_rep), attn_mask=mask, scale=scaling)
+        outs.append(od.transpose(0, 1))
+    return torch.cat(outs, dim=0)

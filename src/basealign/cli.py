@@ -1,0 +1,106 @@
+"""The `basealign` command: train, prepare, score, doctor, push.
+
+Every user-facing failure is a BasealignError and ends as one line on stderr with exit
+code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from basealign.errors import BasealignError
+
+
+def _train(args: argparse.Namespace) -> None:
+    from basealign.train import train_from_recipe
+
+    train_from_recipe(args.recipe, args.overrides, resume=args.resume)
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from data_prep.prepare import prepare
+
+    out = prepare(args.recipe, args.overrides)
+    print(f"pairs written to {out}")
+
+
+def _score(args: argparse.Namespace) -> None:
+    from basealign.score import score
+
+    score(args.model, pairs=args.pairs, out=args.out, packing=args.packing, overrides=args.overrides)
+
+
+def _doctor(args: argparse.Namespace) -> None:
+    from basealign.doctor import doctor
+
+    print(doctor())
+
+
+def _push(args: argparse.Namespace) -> None:
+    from basealign.publish import push
+
+    print(push(args.run_dir, repo_id=args.repo_id, private=args.private, merged=args.merged, dry_run=args.dry_run))
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="basealign", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train from a recipe YAML")
+    p.add_argument("recipe", help="training recipe (YAML)")
+    p.add_argument("overrides", nargs="*", help="section.field=value overrides")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("prepare", help="build a preference-pair folder from a data recipe")
+    p.add_argument("recipe", help="data recipe (YAML)")
+    p.add_argument("overrides", nargs="*", help="field=value overrides")
+    p.set_defaults(func=_prepare)
+
+    p = sub.add_parser("score", help="write per-pair chosen/rejected log-prob sums")
+    p.add_argument("model", help="a run directory, a model folder or a hub id")
+    p.add_argument("--pairs", required=True, help="prepared pairs folder (or a data recipe)")
+    p.add_argument("--out", required=True, help="output JSON-lines file")
+    p.add_argument("--packing", type=_bool, default=True, help="true (fast path, default) or false (padded)")
+    p.add_argument("overrides", nargs="*", help="recipe overrides, e.g. data.max_length=1024")
+    p.set_defaults(func=_score)
+
+    p = sub.add_parser("doctor", help="print versions and the backend that would run")
+    p.set_defaults(func=_doctor)
+
+    p = sub.add_parser("push", help="publish a run to the Hugging Face Hub")
+    p.add_argument("run_dir")
+    p.add_argument("--repo-id", required=True, help="OWNER/NAME")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--merged", action="store_true", help="upload the merged full model instead of the adapter")
+    p.add_argument("--dry-run", metavar="DIR", default=None, help="write the upload folder to DIR; no network")
+    p.set_defaults(func=_push)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except BasealignError as err:
+        print(f"basealign {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"basealign {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

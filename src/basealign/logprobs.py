@@ -1,0 +1,92 @@
+"""Fused log-probs: per-token log-probs of response tokens without [tokens, vocab] logits.
+
+The projection through the LM head runs in tiles with an online logsumexp, forward and
+backward, using TRL's maintained `ChunkedLogProbFunction` (Triton on CUDA, torch ops
+elsewhere). If that import ever moves, a checkpointed chunked fallback keeps the same
+contract. Only the hidden states that predict a response token are projected.
+
+`enable_logprob_forward(model)` wraps one model *instance*'s forward (no class is patched)
+so `model(..., logprob_targets=targets)` returns those per-token log-probs; the call goes
+through PEFT and DDP wrappers like any forward, and without the keyword the original
+forward runs unchanged (generation, saving).
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from basealign.packing import LogprobTargets
+
+VOCAB_CHUNK = 4096  # vocabulary columns per projection tile
+TOKEN_CHUNK = 1024  # tokens per tile in the fallback
+
+try:  # the maintained implementation
+    from trl.kernels.chunked_logprob import ChunkedLogProbFunction as _TrlChunkedLogProb
+except ImportError:  # pragma: no cover - depends on the installed trl
+    _TrlChunkedLogProb = None
+
+
+def token_logprobs(hidden: torch.Tensor, lm_head: torch.nn.Module, targets: torch.Tensor, implementation: str = "auto") -> torch.Tensor:
+    """log softmax(hidden @ W.T + b)[targets] for hidden [N, H], targets [N] -> [N] (float32)."""
+    weight, bias = lm_head.weight, getattr(lm_head, "bias", None)
+    if implementation == "auto":
+        implementation = "trl" if _TrlChunkedLogProb is not None else "chunked"
+    if implementation == "trl":
+        logprobs, *_ = _TrlChunkedLogProb.apply(hidden, weight, bias, targets, 1.0, VOCAB_CHUNK, None, 1.0, ())
+        return logprobs
+    if implementation == "chunked":
+        return _chunked_checkpointed(hidden, weight, bias, targets)
+    if implementation == "dense":  # materializes the logits; the oracle for tests
+        logits = torch.nn.functional.linear(hidden, weight, bias).float()
+        return logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
+    raise ValueError(f"unknown log-prob implementation {implementation!r}")
+
+
+def _tile_logprobs(hidden, weight, bias, targets):
+    logits = torch.nn.functional.linear(hidden, weight, bias).float()
+    return logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
+
+
+def _chunked_checkpointed(hidden, weight, bias, targets):
+    # Each token tile's logits are recomputed in backward instead of kept: memory is one tile.
+    pieces = [
+        checkpoint(_tile_logprobs, hidden[i : i + TOKEN_CHUNK], weight, bias, targets[i : i + TOKEN_CHUNK], use_reentrant=False)
+        for i in range(0, hidden.shape[0], TOKEN_CHUNK)
+    ]
+    return torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
+
+
+def sequence_sums(token_logps: torch.Tensor, targets: LogprobTargets, num_sequences: int) -> torch.Tensor:
+    """Sum per-token log-probs into [num_sequences] (chosen of pair i at i, rejected at B + i)."""
+    out = token_logps.new_zeros(num_sequences)
+    return out.index_add(0, targets.sequence_index, token_logps)
+
+
+def _backbone_and_head(model):
+    return model.base_model, model.get_output_embeddings()
+
+
+def enable_logprob_forward(model, implementation: str = "auto") -> None:
+    """Wrap `model.forward` (this instance only) to accept `logprob_targets`."""
+    if getattr(model, "_basealign_logprobs", None) is not None:
+        model._basealign_logprobs = implementation
+        return
+
+    def forward(self, *args, logprob_targets: LogprobTargets | None = None, **kwargs):
+        if logprob_targets is None:
+            # Looked up on the class each call, so copies of the model (the frozen
+            # reference of a full fine-tune) run their own weights.
+            return type(self).forward(self, *args, **kwargs)
+        for unused in ("labels", "output_attentions", "output_hidden_states", "return_dict"):
+            kwargs.pop(unused, None)
+        kwargs["use_cache"] = False
+        backbone, head = _backbone_and_head(self)
+        hidden = backbone(*args, **kwargs).last_hidden_state
+        hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, logprob_targets.source_index)
+        return token_logprobs(hidden.to(head.weight.device), head, logprob_targets.target_ids, self._basealign_logprobs)
+
+    model._basealign_logprobs = implementation
+    model.forward = types.MethodType(forward, model)

@@ -1,0 +1,143 @@
+"""Model and tokenizer loading: hub id, local folder, or a builtin tiny model; LoRA; reference.
+
+LoRA runs use the base model with the adapter disabled as the reference (no second copy
+of the weights). Full fine-tuning keeps a frozen copy made before training starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from pathlib import Path
+
+import torch
+
+from basealign import attention
+from basealign.chat_templates import resolve_template
+from basealign.config import LoraConfig, ModelConfig
+from basealign.errors import BasealignError
+from basealign.logprobs import enable_logprob_forward
+from basealign.tiny import BUILTIN_PREFIX, materialize_builtin
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_model_path(name_or_path: str, output_dir: Path | None) -> str:
+    """A builtin name is materialized (under OUTPUT_DIR/base_model); local paths must exist."""
+    if name_or_path.startswith(BUILTIN_PREFIX):
+        target = (output_dir or Path("runs/builtin")) / "base_model"
+        try:
+            return str(materialize_builtin(name_or_path, target).resolve())
+        except ValueError as err:
+            raise BasealignError(f"model.name_or_path: {err}") from None
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or Path(name_or_path).exists()
+    if looks_local:
+        path = Path(name_or_path).expanduser()
+        if not path.exists():
+            raise BasealignError(f"model.name_or_path: model path does not exist: {name_or_path}")
+        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+            raise BasealignError(f"model.name_or_path: {name_or_path} has no config.json (not a model folder)")
+        return str(path.resolve())
+    return name_or_path  # a hub id
+
+
+def load_tokenizer(path: str, chat_template: str | None, revision: str | None = None):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+    except OSError as err:
+        raise BasealignError(f"cannot load tokenizer from {path}: {str(err).splitlines()[0]}") from None
+    tokenizer.chat_template = resolve_template(chat_template, tokenizer)
+    if tokenizer.pad_token_id is None:
+        # Base models often have no pad token; padding is masked out, any id works.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(config: ModelConfig, path: str, device: torch.device | None = None):
+    """The causal LM with basealign's attention registered and the log-prob forward enabled."""
+    from transformers import AutoModelForCausalLM
+
+    name = attention.register()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=DTYPES[config.dtype], attn_implementation=name, revision=config.revision
+        )
+    except OSError as err:
+        raise BasealignError(f"cannot load model from {path}: {str(err).splitlines()[0]}") from None
+    if device is not None:
+        model.to(device)
+    enable_logprob_forward(model)
+    return model
+
+
+def check_sliding_window(model, max_length: int) -> None:
+    """The packed kernels run full causal attention: exact only within the model's window."""
+    window = getattr(model.config, "sliding_window", None)
+    if window and getattr(model.config, "use_sliding_window", True) and max_length > window:
+        raise BasealignError(
+            f"data.max_length ({max_length}) exceeds the model's sliding window ({window}); lower data.max_length"
+        )
+
+
+def apply_lora(model, lora: LoraConfig, gradient_checkpointing: bool = False):
+    from peft import LoraConfig as PeftLoraConfig, get_peft_model
+
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    peft_config = PeftLoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules, task_type="CAUSAL_LM"
+    )
+    return get_peft_model(model, peft_config)
+
+
+def is_peft(model) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def frozen_copy(model):
+    ref = copy.deepcopy(model)
+    ref.requires_grad_(False)
+    ref.eval()
+    return ref
+
+
+@contextlib.contextmanager
+def reference_context(model):
+    """Inside: `model` computes the reference (adapter disabled) for a LoRA model."""
+    if is_peft(model):
+        with model.disable_adapter():
+            yield
+    else:
+        yield
+
+
+def model_fingerprint(path: str, dtype: str, revision: str | None = None) -> str:
+    """Identifies the reference weights for the reference log-prob cache.
+
+    Hashing 14 GB of weights would take minutes, so a local folder is fingerprinted by its
+    config, each weight file's name and size, and the first MiB of each weight file; a hub
+    id by its resolved commit when it is in the local cache.
+    """
+    import hashlib
+
+    h = hashlib.sha256(f"{dtype}|{revision}".encode())
+    folder = Path(path)
+    if not folder.exists():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(path, revision=revision, local_files_only=True, allow_patterns=["*.json"]))
+        except Exception:  # noqa: BLE001 - not cached: fall back to the id itself
+            h.update(path.encode())
+            return h.hexdigest()[:16]
+    for file in sorted(folder.iterdir()):
+        if file.suffix in (".safetensors", ".bin") or file.name == "config.json":
+            h.update(f"{file.name}:{file.stat().st_size}".encode())
+            with file.open("rb") as fh:
+                h.update(fh.read(1 << 20))
+    return h.hexdigest()[:16]

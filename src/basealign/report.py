@@ -1,0 +1,72 @@
+"""report.md and report.png from a run's metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+PANELS = (
+    ("loss", ["loss"]),
+    ("reward accuracy", ["rewards/accuracies"]),
+    ("reward margin", ["rewards/margins"]),
+    ("rewards", ["rewards/chosen", "rewards/rejected"]),
+)
+SUMMARY_KEYS = ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected",
+                "logps/chosen", "logps/rejected", "tokens_per_second")
+
+
+def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
+    """(train lines, eval lines) of a metrics.jsonl."""
+    train, evals = [], []
+    for line in Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        if any(k.startswith("eval/") for k in record):
+            evals.append(record)
+        elif "loss" in record:
+            train.append(record)
+    return train, evals
+
+
+def write_report(run_dir: Path, title: str, details: dict[str, str]) -> tuple[Path, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    train, evals = read_metrics(run_dir / "metrics.jsonl")
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
+    for ax, (name, keys) in zip(axes.flat, PANELS):
+        for key in keys:
+            points = [(r["step"], r[key]) for r in train if key in r]
+            if points:
+                ax.plot(*zip(*points), label=key, marker="." if len(points) < 40 else None)
+            eval_points = [(r["step"], r[f"eval/{key}"]) for r in evals if f"eval/{key}" in r]
+            if eval_points:
+                ax.plot(*zip(*eval_points), label=f"eval {key}", linestyle="--", marker="o")
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if len(keys) > 1 or evals:
+            ax.legend(fontsize=8)
+    fig.suptitle(title)
+    png = run_dir / "report.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+    lines = [f"# {title}", ""]
+    lines += [f"- **{k}**: {v}" for k, v in details.items()]
+    lines += ["", "![training curves](report.png)", ""]
+    if train:
+        last = train[-1]
+        lines += ["## Final training metrics", "", f"step {last['step']}", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {last[k]:.4g} |" for k in SUMMARY_KEYS if k in last]
+    if evals:
+        last = evals[-1]
+        lines += ["", "## Evaluation", "", f"step {last['step']}", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4g} |" for k, v in last.items() if k.startswith("eval/") and isinstance(v, (int, float))]
+    md = run_dir / "report.md"
+    md.write_text("\n".join(lines) + "\n")
+    return md, png

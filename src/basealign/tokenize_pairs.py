@@ -1,0 +1,94 @@
+"""Pairs (conversational preference rows) to token ids: one record per pair.
+
+A record is {prompt_ids, chosen_ids, rejected_ids}. The prompt is rendered with the chat
+template and a generation prompt; each response is the text the full conversation adds
+after it, tokenized on its own, so prompt ids are exactly shared by both responses.
+
+Truncation (pairs longer than max_length, counted per sequence P+C and P+R as TRL does):
+the prompt keeps its last `max_prompt_length` tokens (default: half of max_length), then
+responses keep their first tokens. Pairs that cannot keep at least one response token each
+are dropped and counted by reason; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from basealign.errors import BasealignError
+
+REQUIRED_COLUMNS = ("prompt", "chosen", "rejected")
+
+
+@dataclass
+class TokenizedPairs:
+    records: list[dict]
+    dropped: Counter = field(default_factory=Counter)
+    truncated: int = 0
+
+
+def _messages(value, role_default: str) -> list[dict]:
+    if isinstance(value, str):
+        return [{"role": role_default, "content": value}]
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def render(tokenizer, prompt, response) -> tuple[str, str]:
+    """(prompt text with generation prompt, response text) under the tokenizer's chat template."""
+    prompt_msgs = _messages(prompt, "user")
+    response_msgs = _messages(response, "assistant")
+    prompt_text = tokenizer.apply_chat_template(prompt_msgs, tokenize=False, add_generation_prompt=True)
+    full_text = tokenizer.apply_chat_template(prompt_msgs + response_msgs, tokenize=False)
+    if not full_text.startswith(prompt_text):
+        raise BasealignError(
+            "the chat template renders the prompt differently with and without the reply; "
+            "pick a template whose generation prompt is a prefix of the assistant turn"
+        )
+    return prompt_text, full_text[len(prompt_text):]
+
+
+def tokenize_pairs(rows, tokenizer, max_length: int, max_prompt_length: int | None = None) -> TokenizedPairs:
+    if max_prompt_length is None:
+        max_prompt_length = max_length // 2
+    out = TokenizedPairs(records=[])
+    bos = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
+    for index, row in enumerate(rows):
+        missing = [c for c in REQUIRED_COLUMNS if c not in row or row[c] is None]
+        if missing:
+            raise BasealignError(
+                f"pair {index} has no {', '.join(missing)}; a pairs dataset needs columns prompt, chosen, rejected"
+            )
+        prompt_text, chosen_text = render(tokenizer, row["prompt"], row["chosen"])
+        _, rejected_text = render(tokenizer, row["prompt"], row["rejected"])
+        prompt_ids = bos + tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+        chosen_ids = tokenizer(chosen_text, add_special_tokens=False)["input_ids"]
+        rejected_ids = tokenizer(rejected_text, add_special_tokens=False)["input_ids"]
+        if not chosen_ids or not rejected_ids:
+            out.dropped["empty response"] += 1
+            continue
+        if chosen_ids == rejected_ids:
+            out.dropped["identical responses"] += 1
+            continue
+        longest = len(prompt_ids) + max(len(chosen_ids), len(rejected_ids))
+        if longest > max_length:
+            out.truncated += 1
+            if len(prompt_ids) > max_prompt_length:
+                prompt_ids = prompt_ids[len(prompt_ids) - max_prompt_length:]
+            budget = max_length - len(prompt_ids)
+            if budget < 1:
+                out.dropped["prompt fills max_length"] += 1
+                continue
+            chosen_ids, rejected_ids = chosen_ids[:budget], rejected_ids[:budget]
+            if chosen_ids == rejected_ids:
+                out.dropped["identical after truncation"] += 1
+                continue
+        out.records.append({"prompt_ids": prompt_ids, "chosen_ids": chosen_ids, "rejected_ids": rejected_ids})
+    return out
+
+
+def _adds_bos(tokenizer) -> bool:
+    # Models like Mistral/Llama expect BOS first; templates that already emit it do not need it again.
+    if tokenizer.bos_token_id is None:
+        return False
+    probe = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bool(probe) and probe[0] == tokenizer.bos_token_id
