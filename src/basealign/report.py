@@ -41,11 +41,13 @@ def write_report(run_dir: Path, title: str, details: dict[str, str]) -> tuple[Pa
     for ax, (name, keys) in zip(axes.flat, PANELS):
         for key in keys:
             points = [(r["step"], r[key]) for r in train if key in r]
+            color = None
             if points:
-                ax.plot(*zip(*points), label=key, marker="." if len(points) < 40 else None)
+                (line,) = ax.plot(*zip(*points), label=key, marker="." if len(points) < 40 else None)
+                color = line.get_color()
             eval_points = [(r["step"], r[f"eval/{key}"]) for r in evals if f"eval/{key}" in r]
-            if eval_points:
-                ax.plot(*zip(*eval_points), label=f"eval {key}", linestyle="--", marker="o")
+            if eval_points:  # same colour as the training curve, big markers
+                ax.plot(*zip(*eval_points), label=f"eval {key}", linestyle="--", marker="o", color=color)
         ax.set_title(name)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

@@ -1,0 +1,86 @@
+"""Shared fixtures: tiny models from configs, the byte-level tokenizer, random pair records."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from basealign.chat_templates import TEMPLATES
+from basealign.tiny import byte_level_tokenizer
+
+
+def random_records(n: int, seed: int = 0, vocab=(4, 260), prompt=(1, 40), response=(1, 25)) -> list[dict]:
+    """Random pairs of token ids, including 1-token responses and prompts longer than responses."""
+    rng = random.Random(seed)
+    tok = lambda k: [rng.randrange(*vocab) for _ in range(k)]  # noqa: E731
+    records = []
+    for i in range(n):
+        c, r = rng.randint(*response), rng.randint(*response)
+        if i == 0:
+            c, r = 1, 1  # single-token responses
+        if i == 1:
+            c = 1
+        records.append({"prompt_ids": tok(rng.randint(*prompt)), "chosen_ids": tok(c), "rejected_ids": tok(r)})
+    return records
+
+
+@pytest.fixture
+def tokenizer():
+    tok = byte_level_tokenizer()
+    tok.chat_template = TEMPLATES["hh"]
+    return tok
+
+
+def write_pairs_folder(folder: Path, rows: list[dict], test_rows: list[dict] | None = None) -> Path:
+    """A prepared pairs folder in the data_prep output format."""
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def frame(items):
+        return pd.DataFrame(
+            [
+                {
+                    "prompt": [{"role": "user", "content": r["prompt"]}],
+                    "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                    "rejected": [{"role": "assistant", "content": r["rejected"]}],
+                    "source": r.get("source", "toy"),
+                    "label": r.get("label", "helpful"),
+                    "metadata": json.dumps({}),
+                }
+                for r in items
+            ]
+        )
+
+    frame(rows).to_parquet(folder / "train.parquet")
+    if test_rows is not None:
+        frame(test_rows).to_parquet(folder / "test.parquet")
+    return folder
+
+
+def toy_rows(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    topics = ["cook rice", "fix a bike", "learn python", "plant tomatoes", "write a letter", "save money"]
+    return [
+        {
+            "prompt": f"How do I {rng.choice(topics)}? ({i})",
+            "chosen": "Start small, be patient, and ask for help when stuck.",
+            "rejected": "No. Figure it out yourself!!",
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def pairs_folder(tmp_path):
+    return write_pairs_folder(tmp_path / "pairs", toy_rows(24), toy_rows(6, seed=1))
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield

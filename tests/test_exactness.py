@@ -1,0 +1,185 @@
+"""The packed, prefix-shared fast path equals the padded, unshared forward.
+
+Oracle: a plain transformers forward (SDPA attention, padded rows P+C and P+R, full
+logits, log_softmax) written independently of basealign's packer and log-prob code.
+Tolerance: 1e-5 relative on per-pair log-prob sums (fp32), and for LoRA gradients
+max |g_fast - g_oracle| <= 1e-5 * max |g_oracle| per parameter tensor.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from basealign import attention
+from basealign.logprobs import enable_logprob_forward, sequence_sums, token_logprobs
+from basealign.modeling import reference_context
+from basealign.packing import collate_packed, collate_padded, group_by_token_budget, pair_length
+from basealign.tiny import build_tiny_model
+from basealign.trainer import sequence_logps
+from conftest import random_records
+
+FAMILIES = ("tiny-llama", "tiny-mistral", "tiny-qwen2")
+BACKENDS = ("sdpa", "varlen_cpu", "flex")
+RTOL = 1e-5
+
+
+def oracle_logps(model, records) -> torch.Tensor:
+    """[2B] sums: chosen of every pair, then rejected, via padded HF forward and full logits."""
+    rows = [r["prompt_ids"] + r["chosen_ids"] for r in records] + [r["prompt_ids"] + r["rejected_ids"] for r in records]
+    starts = [len(r["prompt_ids"]) for r in records] * 2
+    width = max(map(len, rows))
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
+    logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    logp = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    out = []
+    for i, row in enumerate(rows):
+        out.append(logp[i, starts[i] - 1 : len(row) - 1].sum())
+    return torch.stack(out)
+
+
+def _fast_model(base):
+    model = copy.deepcopy(base)
+    model.config._attn_implementation = attention.register()
+    enable_logprob_forward(model)
+    return model
+
+
+def _oracle_model(base):
+    model = copy.deepcopy(base)
+    model.config._attn_implementation = "sdpa"
+    return model
+
+
+def _with_lora(model):
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():  # the same non-zero adapter every call, so policy != reference
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    return peft_model
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_policy_and_reference_logps_match_padded_oracle(family, backend):
+    base = build_tiny_model(family, seed=1)
+    records = random_records(9, seed=11, prompt=(1, 60), response=(1, 30))
+    fast = _with_lora(_fast_model(base))
+    oracle = _oracle_model(base)
+    oracle_policy = _with_lora(_oracle_model(base))  # same generator -> same adapter
+    batch = collate_packed(records, backend=backend)
+    with torch.no_grad():
+        got_policy = sequence_logps(fast, batch)
+        with reference_context(fast):
+            got_ref = sequence_logps(fast, batch)
+        want_policy = oracle_logps(oracle_policy, records)
+        want_ref = oracle_logps(oracle, records)
+    assert (want_policy - want_ref).abs().max() > 1e-2, "adapter must change the log-probs"
+    torch.testing.assert_close(got_policy, want_policy, rtol=RTOL, atol=0)
+    torch.testing.assert_close(got_ref, want_ref, rtol=RTOL, atol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lora_gradients_match_padded_oracle(family):
+    base = build_tiny_model(family, seed=2)
+    records = random_records(7, seed=5, prompt=(20, 50), response=(1, 10))  # prompts longer than responses
+    fast, oracle = _with_lora(_fast_model(base)), _with_lora(_oracle_model(base))
+    weights = torch.linspace(-1.0, 1.0, 2 * len(records))  # any differentiable use of every sum
+
+    (sequence_logps(fast, collate_packed(records)) * weights).sum().backward()
+    (oracle_logps(oracle, records) * weights).sum().backward()
+    fast_grads = {n: p.grad for n, p in fast.named_parameters() if p.requires_grad}
+    oracle_grads = {n: p.grad for n, p in oracle.named_parameters() if p.requires_grad}
+    assert fast_grads.keys() == oracle_grads.keys() and fast_grads
+    for name, want in oracle_grads.items():
+        got = fast_grads[name]
+        scale = want.abs().max()
+        assert scale > 0, name
+        assert (got - want).abs().max() <= RTOL * scale, name
+
+
+@pytest.mark.parametrize("prefix_sharing,pad", [(False, None), (True, 64), (False, 16)])
+def test_unshared_and_padded_rows_are_exact(prefix_sharing, pad):
+    base = build_tiny_model("tiny-mistral", seed=3)
+    records = random_records(6, seed=2)
+    with torch.no_grad():
+        got = sequence_logps(_fast_model(base), collate_packed(records, prefix_sharing=prefix_sharing, pad_to_multiple_of=pad))
+        want = oracle_logps(_oracle_model(base), records)
+    torch.testing.assert_close(got, want, rtol=RTOL, atol=0)
+
+
+def test_padded_path_is_exact():
+    base = build_tiny_model("tiny-llama", seed=4)
+    records = random_records(5, seed=9)
+    with torch.no_grad():
+        got = sequence_logps(_fast_model(base), collate_padded(records))
+        want = oracle_logps(_oracle_model(base), records)
+    torch.testing.assert_close(got, want, rtol=RTOL, atol=0)
+
+
+def test_many_pairs_per_row_over_several_rows():
+    base = build_tiny_model("tiny-qwen2", seed=5)
+    records = random_records(30, seed=21)
+    groups = group_by_token_budget(records, budget=400, seed=0)
+    assert len(groups) > 2 and any(len(g) > 3 for g in groups)
+    model = _fast_model(base)
+    with torch.no_grad():
+        want = oracle_logps(_oracle_model(base), records)
+        n = len(records)
+        for group in groups:
+            got = sequence_logps(model, collate_packed([records[i] for i in group]))
+            index = torch.tensor(group)
+            torch.testing.assert_close(got, torch.cat([want[index], want[n + index]]), rtol=RTOL, atol=0)
+
+
+def test_packer_never_splits_and_respects_budget():
+    records = random_records(50, seed=1)
+    budget = 300
+    groups = group_by_token_budget(records, budget, seed=3)
+    assert sorted(i for g in groups for i in g) == list(range(50))
+    for g in groups:
+        assert len(g) == 1 or sum(pair_length(records[i]) for i in g) <= budget
+    batch = collate_packed([records[i] for i in groups[0]])
+    assert batch.processed_tokens == batch.real_tokens == sum(pair_length(records[i]) for i in groups[0])
+
+
+def test_rejected_positions_continue_from_prompt_and_never_see_chosen():
+    rec = {"prompt_ids": [5, 6, 7], "chosen_ids": [8, 9], "rejected_ids": [10, 11, 12]}
+    batch = collate_packed([rec])
+    assert batch.position_ids[0].tolist() == [0, 1, 2, 3, 4, 3, 4, 5]
+    mask = attention.dense_mask(batch.layout)
+    rejected_rows = mask[5:]
+    assert not rejected_rows[:, 3:5].any()  # rejected never attends to chosen
+    assert rejected_rows[:, :3].all()  # but always to the whole prompt
+    # the first chosen and the first rejected token are both predicted from the last prompt token
+    src = batch.targets.source_index.tolist()
+    assert src[0] == 2 and src[2] == 2
+
+
+@pytest.mark.parametrize("implementation", ["trl", "chunked"])
+def test_fused_token_logprobs_match_dense(implementation):
+    torch.manual_seed(0)
+    head = torch.nn.Linear(32, 5000, bias=False)
+    hidden = torch.randn(2100, 32, requires_grad=True)
+    targets = torch.randint(0, 5000, (2100,))
+    got = token_logprobs(hidden, head, targets, implementation)
+    hidden2 = hidden.detach().clone().requires_grad_(True)
+    want = F.log_softmax(head(hidden2).float(), -1).gather(-1, targets[:, None]).squeeze(-1)
+    torch.testing.assert_close(got, want, rtol=RTOL, atol=1e-6)
+    g = torch.randn(2100)
+    (got * g).sum().backward()
+    head_grad = head.weight.grad.clone()
+    head.weight.grad = None
+    (want * g).sum().backward()
+    torch.testing.assert_close(hidden.grad, hidden2.grad, rtol=RTOL, atol=1e-6)
+    torch.testing.assert_close(head_grad, head.weight.grad, rtol=RTOL, atol=1e-6)
