@@ -47,7 +47,8 @@ class DataConfig:
     # A prepared pairs folder (train.parquet, test.parquet) or a data recipe YAML.
     pairs: str = "recipes/data/quickstart.yaml"
     max_length: int = 2048
-    # Longest prompt kept when a pair exceeds max_length; the prompt keeps its end.
+    # When a pair exceeds max_length, cut its prompt to this many tokens (keeping the end);
+    # null: prompts are never cut, and a pair whose prompt fills max_length is dropped.
     max_prompt_length: int | None = None
     eval_split: str | None = "test"
 
@@ -113,7 +114,7 @@ class Recipe:
 def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
     """Read a recipe file (following `extends`), apply overrides, validate, return a Recipe."""
     raw = _read_with_extends(Path(path), seen=())
-    raw = _apply_overrides(raw, overrides)
+    raw = apply_overrides(raw, overrides)
     recipe = recipe_from_dict(raw)
     recipe.recipe_dir = str(Path(path).resolve().parent)
     return recipe
@@ -167,7 +168,7 @@ def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     return OmegaConf.to_container(merged, resolve=True)
 
 
-def _apply_overrides(raw: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
+def apply_overrides(raw: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -214,14 +215,14 @@ def _coerce(value: Any, hint: Any, where: str):
         if value is None and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
-        # A string or a list: a single string becomes the one-element list only where the
-        # field is list-only (see below); here keep whichever type matches.
-        errors = []
+        if len(options) == 1:  # Optional[X]: X's own error is the precise one
+            return _coerce(value, options[0], where)
+        # A string or a list (lora.target_modules): keep whichever type matches, in order.
         for option in options:
             try:
                 return _coerce(value, option, where)
-            except BasealignError as err:
-                errors.append(err)
+            except BasealignError:
+                continue
         raise BasealignError(f"{where}: expected {_hint_name(hint)}, got {_type_name(value)} {value!r}")
     if origin is Literal:
         if value not in args:

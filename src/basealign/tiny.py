@@ -106,7 +106,15 @@ def materialize_builtin(name: str, directory: Path, seed: int = 0) -> Path:
     if stamp.exists() and json.loads(stamp.read_text()) == wanted:
         return directory
     directory.mkdir(parents=True, exist_ok=True)
-    build_tiny_model(kind, seed=seed).save_pretrained(directory)
+    from transformers.utils import logging as hf_logging
+
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a 100 kB save needs no progress bar on stderr
+    try:
+        build_tiny_model(kind, seed=seed).save_pretrained(directory)
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     byte_level_tokenizer().save_pretrained(directory)
     stamp.write_text(json.dumps(wanted))
     return directory

@@ -5,9 +5,9 @@ template and a generation prompt; each response is the text the full conversatio
 after it, tokenized on its own, so prompt ids are exactly shared by both responses.
 
 Truncation (pairs longer than max_length, counted per sequence P+C and P+R as TRL does):
-the prompt keeps its last `max_prompt_length` tokens (default: half of max_length), then
-responses keep their first tokens. Pairs that cannot keep at least one response token each
-are dropped and counted by reason; nothing is dropped silently.
+with `max_prompt_length` set, the prompt keeps its last that many tokens; then responses
+keep their first tokens. A pair whose prompt alone fills max_length, or whose responses
+become identical, is dropped and counted by reason; nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -48,8 +48,6 @@ def render(tokenizer, prompt, response) -> tuple[str, str]:
 
 
 def tokenize_pairs(rows, tokenizer, max_length: int, max_prompt_length: int | None = None) -> TokenizedPairs:
-    if max_prompt_length is None:
-        max_prompt_length = max_length // 2
     out = TokenizedPairs(records=[])
     bos = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
     for index, row in enumerate(rows):
@@ -72,11 +70,11 @@ def tokenize_pairs(rows, tokenizer, max_length: int, max_prompt_length: int | No
         longest = len(prompt_ids) + max(len(chosen_ids), len(rejected_ids))
         if longest > max_length:
             out.truncated += 1
-            if len(prompt_ids) > max_prompt_length:
+            if max_prompt_length is not None and len(prompt_ids) > max_prompt_length:
                 prompt_ids = prompt_ids[len(prompt_ids) - max_prompt_length:]
             budget = max_length - len(prompt_ids)
             if budget < 1:
-                out.dropped["prompt fills max_length"] += 1
+                out.dropped["prompt fills max_length"] += 1  # nothing left to score
                 continue
             chosen_ids, rejected_ids = chosen_ids[:budget], rejected_ids[:budget]
             if chosen_ids == rejected_ids:

@@ -89,7 +89,7 @@ def _device() -> torch.device:
 
 
 def run(recipe: Recipe, resume: bool = False) -> Path:
-    from transformers import TrainingArguments
+    from transformers import TrainingArguments, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
     from basealign.trainer import MetricsFileCallback, PairGroups, PreferenceCollator, PreferenceTrainer, truncate_metrics
@@ -112,6 +112,7 @@ def run(recipe: Recipe, resume: bool = False) -> Path:
     splits = load_tokenized(recipe, pairs_dir, tokenizer)
 
     device = _device()
+    set_seed(recipe.training.seed)  # before LoRA init, which draws from the global RNG
     model = load_model(recipe.model, model_path)
     check_sliding_window(model, recipe.data.max_length)
     try:
@@ -143,10 +144,13 @@ def run(recipe: Recipe, resume: bool = False) -> Path:
         print(f"basealign: reference log-probs cached in {cache.parent}")
         del ref_for_cache
 
-    groups = group_by_token_budget(splits.train, training.max_tokens_per_batch, training.seed, training.prefix_sharing)
+    # The padded path groups pairs exactly as the packed, prefix-shared path does, so it is
+    # a batch-for-batch reference; only packing without prefix sharing needs 2P+C+R per pair.
+    shared_lengths = training.prefix_sharing or not training.packing
+    groups = group_by_token_budget(splits.train, training.max_tokens_per_batch, training.seed, shared_lengths)
     eval_dataset = None
     if splits.test:
-        eval_dataset = PairGroups(splits.test, group_by_token_budget(splits.test, training.max_tokens_per_batch, None, training.prefix_sharing))
+        eval_dataset = PairGroups(splits.test, group_by_token_budget(splits.test, training.max_tokens_per_batch, None, shared_lengths))
     collator = PreferenceCollator(training.packing, training.prefix_sharing, tokenizer.pad_token_id, backend, training.pad_to_multiple_of)
 
     half = {"bfloat16": {"bf16": True}, "float16": {"fp16": True}}.get(recipe.model.dtype, {})
