@@ -53,7 +53,9 @@ def _fast_model(base):
 
 def _oracle_model(base):
     model = copy.deepcopy(base)
-    model.config._attn_implementation = "sdpa"
+    # transformers' SDPA refuses soft-capped logits; its eager attention is the oracle there
+    softcap = getattr(model.config, "attn_logit_softcapping", None)
+    model.config._attn_implementation = "eager" if softcap else "sdpa"
     return model
 
 
@@ -183,3 +185,64 @@ def test_fused_token_logprobs_match_dense(implementation):
     (want * g).sum().backward()
     torch.testing.assert_close(hidden.grad, hidden2.grad, rtol=RTOL, atol=1e-6)
     torch.testing.assert_close(head_grad, head.weight.grad, rtol=RTOL, atol=1e-6)
+
+
+def _other_family(name: str):
+    from transformers import AutoModelForCausalLM, Gemma2Config, GemmaConfig, Qwen3Config
+
+    common = dict(vocab_size=260, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=16, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    config = {
+        "qwen3": lambda: Qwen3Config(**common),
+        "gemma": lambda: GemmaConfig(**common),
+        "gemma2-softcap": lambda: Gemma2Config(**common, sliding_window=4096, attn_logit_softcapping=0.05)  # low, so capping changes the result,
+    }[name]()
+    torch.manual_seed(6)
+    return AutoModelForCausalLM.from_config(config)
+
+
+@pytest.mark.parametrize("family", ["qwen3", "gemma", "gemma2-softcap"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_other_families_through_the_attention_interface(family, backend):
+    """No model class is patched, so Qwen3 and Gemma (soft-capped logits too) work as well."""
+    base = _other_family(family)
+    records = random_records(6, seed=8)
+    with torch.no_grad():
+        got = sequence_logps(_fast_model(base), collate_packed(records, backend=backend))
+        want = oracle_logps(_oracle_model(base), records)
+    torch.testing.assert_close(got, want, rtol=RTOL, atol=0)
+
+
+def _attention_oracle(q, k, v, records, scale, softcap):
+    """Token by token, from the layout's rules: P,C causal; R sees P and earlier R only."""
+    out = torch.zeros_like(q)  # [H, T, D]
+    start = 0
+    for rec in records:
+        p, c, r = len(rec["prompt_ids"]), len(rec["chosen_ids"]), len(rec["rejected_ids"])
+        for t in range(start, start + p + c + r):
+            if t < start + p + c:
+                keys = list(range(start, t + 1))
+            else:
+                keys = list(range(start, start + p)) + list(range(start + p + c, t + 1))
+            scores = q[:, t : t + 1] @ k[:, keys].transpose(-1, -2) * scale
+            if softcap is not None:
+                scores = torch.tanh(scores / softcap) * softcap
+            out[:, t] = (scores.softmax(-1) @ v[:, keys])[:, 0]
+        start += p + c + r
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("softcap", [None, 1.0])
+def test_attention_backends_match_token_by_token_oracle(backend, softcap):
+    records = random_records(4, seed=13, prompt=(1, 12), response=(1, 8))
+    batch = collate_packed(records, backend=backend)
+    T, H, D = batch.processed_tokens, 2, 8
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, H, T, D, generator=gen) * 3 for _ in range(3))  # large scores, so capping bites
+    got, _ = attention.packed_attention(None, q, k, v, None, scaling=D**-0.5, packed_layout=batch.layout, softcap=softcap)
+    want = _attention_oracle(q[0], k[0], v[0], records, D**-0.5, softcap).transpose(0, 1)
+    torch.testing.assert_close(got[0], want, rtol=RTOL, atol=1e-5)  # inputs of magnitude ~3
+    if softcap is not None:
+        uncapped = _attention_oracle(q[0], k[0], v[0], records, D**-0.5, None).transpose(0, 1)
+        assert (uncapped - want).abs().max() > 1e-2

@@ -79,21 +79,24 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
     if query.shape[0] != 1:
         raise ValueError("a packed row has batch size 1")
     backend = layout.backend
+    softcap = kwargs.get("softcap")  # Gemma-2 style logit soft-capping
+    if softcap is not None and backend == "torch_varlen":
+        raise ValueError("this model soft-caps attention logits, which torch varlen does not support; use flash or flex")
     if backend == "sdpa":
-        out = _sdpa_masked(query, key, value, layout, scaling)
+        out = _sdpa_masked(query, key, value, layout, scaling, softcap)
     elif backend == "flex":
-        out = _flex(query, key, value, layout, scaling)
+        out = _flex(query, key, value, layout, scaling, softcap)
     else:
         # varlen kernels take [T, H, D]
         q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
         if layout.kv_index is not None:
             k, v = k.index_select(0, layout.kv_index), v.index_select(0, layout.kv_index)
         if backend == "flash":
-            out = _flash(q, k, v, layout, scaling)
+            out = _flash(q, k, v, layout, scaling, softcap)
         elif backend == "torch_varlen":
             out = _torch_varlen(q, k, v, layout, scaling)
         elif backend == "varlen_cpu":
-            out = _varlen_cpu(q, k, v, layout, scaling)
+            out = _varlen_cpu(q, k, v, layout, scaling, softcap)
         else:
             raise ValueError(f"unknown attention backend {backend!r}; known: {', '.join(BACKENDS)}")
         return out.unsqueeze(0), None
@@ -130,13 +133,23 @@ def dense_mask(layout: AttentionLayout) -> torch.Tensor:
     return layout.cache["dense"]
 
 
-def _sdpa_masked(query, key, value, layout, scaling):
+def _attend(query, key, value, mask, scaling, softcap):
+    """SDPA, or the same computation written out when logits are soft-capped."""
+    if softcap is None:
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = torch.tanh(query @ key.transpose(-1, -2) * (scale / softcap)) * softcap
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(-1, dtype=torch.float32).to(query.dtype) @ value
+
+
+def _sdpa_masked(query, key, value, layout, scaling, softcap=None):
     n_rep = query.shape[1] // key.shape[1]
     mask = dense_mask(layout)[None, None]
-    return F.scaled_dot_product_attention(query, _repeat_kv(key, n_rep), _repeat_kv(value, n_rep), attn_mask=mask, scale=scaling)
+    return _attend(query, _repeat_kv(key, n_rep), _repeat_kv(value, n_rep), mask, scaling, softcap)
 
 
-def _flex(query, key, value, layout, scaling):
+def _flex(query, key, value, layout, scaling, softcap=None):
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     if "block_mask" not in layout.cache:
@@ -147,8 +160,12 @@ def _flex(query, key, value, layout, scaling):
         layout.cache["block_mask"] = create_block_mask(mask_mod, None, None, T, T, device=query.device.type)
     block_mask = layout.cache["block_mask"]
     n_rep = query.shape[1] // key.shape[1]
+    score_mod = None
+    if softcap is not None:
+        def score_mod(score, b, h, q_idx, kv_idx):
+            return torch.tanh(score / softcap) * softcap
     fn = _compiled_flex() if query.is_cuda else flex_attention
-    return fn(query, key, value, block_mask=block_mask, scale=scaling, enable_gqa=n_rep > 1)
+    return fn(query, key, value, score_mod=score_mod, block_mask=block_mask, scale=scaling, enable_gqa=n_rep > 1)
 
 
 _COMPILED_FLEX = None
@@ -164,12 +181,13 @@ def _compiled_flex():
     return _COMPILED_FLEX
 
 
-def _flash(q, k, v, layout, scaling):
+def _flash(q, k, v, layout, scaling, softcap=None):
     from flash_attn import flash_attn_varlen_func
 
     return flash_attn_varlen_func(
         q, k, v, layout.cu_seqlens_q, layout.cu_seqlens_k, layout.max_seqlen_q, layout.max_seqlen_k,
         softmax_scale=scaling, causal=True,  # flash-attn >= 2.1 aligns causal bottom-right
+        softcap=softcap or 0.0,
     )
 
 
@@ -182,7 +200,7 @@ def _torch_varlen(q, k, v, layout, scaling):
     )
 
 
-def _varlen_cpu(q, k, v, layout, scaling):
+def _varlen_cpu(q, k, v, layout, scaling, softcap=None):
     """Varlen semantics with SDPA, one document at a time (bottom-right causal)."""
     n_rep = q.shape[1] // k.shape[1]
     outs = []
@@ -191,6 +209,6 @@ def _varlen_cpu(q, k, v, layout, scaling):
         qd, kd, vd = q[q0:q1].transpose(0, 1), k[k0:k1].transpose(0, 1), v[k0:k1].transpose(0, 1)
         lq, lk = q1 - q0, k1 - k0
         mask = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(diagonal=lk - lq)
-        od = F.scaled_dot_product_attention(qd, _repeat_kv(kd, n_rep), _repeat_kv(vd, n_rep), attn_mask=mask, scale=scaling)
+        od = _attend(qd, _repeat_kv(kd, n_rep), _repeat_kv(vd, n_rep), mask, scaling, softcap)
         outs.append(od.transpose(0, 1))
     return torch.cat(outs, dim=0)
