@@ -91,7 +91,7 @@ def workspace(tmp_path_factory) -> Path:
         "data": {"pairs": "unused", "max_length": 256},
         "loss": {"beta": BETA},
         # a small budget: several groups, so batching and order both matter
-        "training": {"max_tokens_per_batch": 300},
+        "training": {"max_tokens_per_batch": 512},
         "output_dir": str(run),
     })
     (run / "recipe.yaml").write_text(recipe_to_yaml(recipe))

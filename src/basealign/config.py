@@ -294,10 +294,12 @@ def _check_semantics(recipe: Recipe) -> None:
         raise BasealignError(f"data.max_length must be >= 2, got {data.max_length}")
     if data.max_prompt_length is not None and not 1 <= data.max_prompt_length < data.max_length:
         raise BasealignError("data.max_prompt_length must be >= 1 and below data.max_length")
-    # A packed pair is prompt + chosen + rejected, at most about 2 x max_length tokens.
-    if training.max_tokens_per_batch < data.max_length:
+    # After truncation P+C and P+R are each <= max_length, so a packed pair (P C R, or
+    # P C P R unshared) is < 2 x max_length: with this, no micro-batch exceeds the budget.
+    if training.max_tokens_per_batch < 2 * data.max_length:
         raise BasealignError(
-            f"training.max_tokens_per_batch ({training.max_tokens_per_batch}) must be >= data.max_length ({data.max_length})"
+            f"training.max_tokens_per_batch ({training.max_tokens_per_batch}) must be >= 2 x data.max_length "
+            f"({2 * data.max_length}) so every pair fits a micro-batch"
         )
     if training.learning_rate <= 0:
         raise BasealignError(f"training.learning_rate must be > 0, got {training.learning_rate}")

@@ -37,8 +37,9 @@ def group_by_token_budget(records: list[dict], budget: int, seed: int | None, pr
     """Indices of records grouped into batches of at most `budget` packed tokens.
 
     Records are shuffled with `seed` (None keeps the order), then filled greedily; a pair
-    is never split. A pair longer than the budget gets a batch of its own (truncation
-    upstream keeps it within 2 x max_length, and the recipe check keeps budget >= max_length).
+    is never split. Truncation keeps every pair under 2 x max_length and the recipe check
+    keeps budget >= 2 x max_length, so a pair always fits; one that does not (direct API
+    use) gets a batch of its own rather than being dropped.
     """
     order = list(range(len(records)))
     if seed is not None:
