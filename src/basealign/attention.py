@@ -6,7 +6,8 @@ forward kwargs carry a `packed_layout` (an AttentionLayout), it runs that layout
   flash         flash-attn's `flash_attn_varlen_func` (CUDA, fp16/bf16)
   torch_varlen  `torch.nn.attention.varlen.varlen_attn`, PyTorch's own flash kernels (CUDA)
   flex          FlexAttention with a block mask built from the layout
-  sdpa          SDPA with an explicit boolean mask: the reference (any device)
+  sdpa          SDPA with an explicit boolean mask: the reference (any device); run one
+                document block at a time, since documents never attend to each other
   varlen_cpu    the varlen streams run document by document with SDPA; tests use it to
                 check the cu_seqlens / kv_index construction the CUDA kernels consume
 
@@ -143,10 +144,29 @@ def _attend(query, key, value, mask, scaling, softcap):
     return scores.softmax(-1, dtype=torch.float32).to(query.dtype) @ value
 
 
+def document_blocks(layout: AttentionLayout) -> list[tuple[int, int, torch.Tensor]]:
+    """(start, end, [L, L] mask) per document: tokens never attend across documents, so
+    SDPA over each block does the [T, T] masked computation without its T^2 cost."""
+    if "blocks" not in layout.cache:
+        d = layout.doc_ids
+        starts = [0] + (torch.nonzero(d[1:] != d[:-1]).flatten() + 1).tolist()
+        bounds = list(zip(starts, starts[1:] + [d.numel()]))
+        blocks = []
+        for a, b in bounds:
+            t = torch.arange(a, b, device=d.device)
+            blocks.append((a, b, allowed(layout, t[:, None], t[None, :])))
+        layout.cache["blocks"] = blocks
+    return layout.cache["blocks"]
+
+
 def _sdpa_masked(query, key, value, layout, scaling, softcap=None):
     n_rep = query.shape[1] // key.shape[1]
-    mask = dense_mask(layout)[None, None]
-    return _attend(query, _repeat_kv(key, n_rep), _repeat_kv(value, n_rep), mask, scaling, softcap)
+    key, value = _repeat_kv(key, n_rep), _repeat_kv(value, n_rep)
+    outs = [
+        _attend(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], mask, scaling, softcap)
+        for a, b, mask in document_blocks(layout)
+    ]
+    return torch.cat(outs, dim=2)
 
 
 def _flex(query, key, value, layout, scaling, softcap=None):
