@@ -80,6 +80,29 @@ def pairs_folder(tmp_path):
     return write_pairs_folder(tmp_path / "pairs", toy_rows(24), toy_rows(6, seed=1))
 
 
+def save_lora_run(run_dir: Path, lora_b_scale: float, chat_template: str | None = None) -> Path:
+    """A LoRA run folder as training leaves it: base_model/, adapter (non-zero, seeded), tokenizer."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from basealign.tiny import materialize_builtin
+
+    base = AutoModelForCausalLM.from_pretrained(materialize_builtin("builtin:tiny-mistral", run_dir / "base_model"))
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear",
+                                            task_type="CAUSAL_LM"))
+    gen = torch.Generator().manual_seed(1234)
+    with torch.no_grad():  # lora_B starts at zero; make the adapter change the model
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * lora_b_scale)
+    model.save_pretrained(run_dir)
+    tok = byte_level_tokenizer()
+    if chat_template is not None:
+        tok.chat_template = chat_template
+    tok.save_pretrained(run_dir)
+    return run_dir
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from basealign import attention
-from basealign.logprobs import enable_logprob_forward, sequence_sums, token_logprobs
+from basealign.logprobs import enable_logprob_forward, token_logprobs
 from basealign.modeling import reference_context
 from basealign.packing import collate_packed, collate_padded, group_by_token_budget, pair_length
 from basealign.tiny import build_tiny_model

@@ -8,7 +8,6 @@ policy, the bare base model for the reference.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +19,7 @@ from basealign.cli import main
 from basealign.config import recipe_from_dict, recipe_to_yaml
 from basealign.doctor import doctor
 from basealign.score import score
-from basealign.tiny import byte_level_tokenizer, materialize_builtin
+from conftest import save_lora_run
 
 BETA = 0.2
 
@@ -66,25 +65,8 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
     root = tmp_path_factory.mktemp("score")
-    run = root / "run"
-    base_dir = materialize_builtin("builtin:tiny-mistral", run / "base_model")
-    base = AutoModelForCausalLM.from_pretrained(base_dir)
-    peft_model = get_peft_model(
-        base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-    )
-    gen = torch.Generator().manual_seed(1234)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.2)
-    peft_model.save_pretrained(run)
-    tok = byte_level_tokenizer()
-    tok.chat_template = TEMPLATES["hh"]
-    tok.save_pretrained(run)
+    run = save_lora_run(root / "run", lora_b_scale=0.2, chat_template=TEMPLATES["hh"])
     recipe = recipe_from_dict({
         "model": {"name_or_path": "builtin:tiny-mistral", "chat_template": "hh"},
         "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"},

@@ -180,12 +180,16 @@ def _flex(query, key, value, layout, scaling, softcap=None):
         layout.cache["block_mask"] = create_block_mask(mask_mod, None, None, T, T, device=query.device.type)
     block_mask = layout.cache["block_mask"]
     n_rep = query.shape[1] // key.shape[1]
-    score_mod = None
-    if softcap is not None:
-        def score_mod(score, b, h, q_idx, kv_idx):
-            return torch.tanh(score / softcap) * softcap
+    score_mod = _softcap_score_mod(softcap) if softcap is not None else None
     fn = _compiled_flex() if query.is_cuda else flex_attention
     return fn(query, key, value, score_mod=score_mod, block_mask=block_mask, scale=scaling, enable_gqa=n_rep > 1)
+
+
+def _softcap_score_mod(softcap: float):
+    def score_mod(score, b, h, q_idx, kv_idx):
+        return torch.tanh(score / softcap) * softcap
+
+    return score_mod
 
 
 _COMPILED_FLEX = None

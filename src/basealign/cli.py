@@ -7,7 +7,6 @@ code 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from basealign.errors import BasealignError

@@ -112,23 +112,10 @@ def _metrics_lines() -> list[dict]:
 
 def build_run(run_dir: Path) -> Path:
     """A finished LoRA run following the trainer's output contract."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from basealign.tiny import byte_level_tokenizer, materialize_builtin
+    from conftest import save_lora_run  # tests/conftest.py
 
     run_dir.mkdir(parents=True)
-    base_dir = materialize_builtin("builtin:tiny-mistral", run_dir / "base_model")
-    base = AutoModelForCausalLM.from_pretrained(base_dir)
-    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear",
-                                            task_type="CAUSAL_LM"))
-    gen = torch.Generator().manual_seed(1234)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
-    model.save_pretrained(run_dir)
-    byte_level_tokenizer().save_pretrained(run_dir)
+    save_lora_run(run_dir, lora_b_scale=0.05)
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(RECIPE, sort_keys=False))
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in _metrics_lines()))
     (run_dir / "data_stats.json").write_text(json.dumps(DATA_STATS, indent=2))
