@@ -181,3 +181,15 @@ def test_packed_and_padded_training_agree(tmp_path, pairs_folder, packing):
     for w, g in zip(want[1:], got[1:]):
         if "loss" in w:
             assert g["loss"] == pytest.approx(w["loss"], rel=1e-2)
+
+
+def test_periodic_eval_and_gradient_accumulation(tmp_path, pairs_folder):
+    out = tmp_path / "eval"
+    settings = {"max_steps": 4, "eval_steps": 2, "gradient_accumulation_steps": 2, "max_tokens_per_batch": 512}
+    run(recipe_from_dict(small_recipe(pairs_folder, out, training=settings)))
+    lines = metrics(out)
+    train_steps = [m["step"] for m in lines if "loss" in m]
+    eval_steps = [m["step"] for m in lines if "eval/rewards/accuracies" in m]
+    assert train_steps == [1, 2, 3, 4]
+    assert eval_steps[:2] == [2, 4]  # periodic, then the final evaluation
+    assert json.loads((out / "eval_results.json").read_text())["eval/rewards/accuracies"] == lines[-1]["eval/rewards/accuracies"]

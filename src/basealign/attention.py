@@ -216,11 +216,23 @@ def _flash(q, k, v, layout, scaling, softcap=None):
 
 
 def _torch_varlen(q, k, v, layout, scaling):
+    import inspect
+
     from torch.nn.attention.varlen import varlen_attn
 
+    params = inspect.signature(varlen_attn).parameters
+    # torch >= 2.12 spells causal as window_size=(-1, 0); earlier releases as is_causal=True.
+    # Either way it runs the flash kernel, whose causal mask is aligned bottom-right when a
+    # document has fewer queries than keys (R against P R).
+    causal = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    if q.shape[1] != k.shape[1]:
+        if "enable_gqa" in params:
+            causal["enable_gqa"] = True
+        else:
+            k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
     return varlen_attn(
         q, k, v, layout.cu_seqlens_q, layout.cu_seqlens_k, layout.max_seqlen_q, layout.max_seqlen_k,
-        scale=scaling, window_size=(-1, 0), enable_gqa=q.shape[1] != k.shape[1],
+        scale=scaling, **causal,
     )
 
 
