@@ -159,7 +159,8 @@ def test_rejected_positions_continue_from_prompt_and_never_see_chosen():
     rec = {"prompt_ids": [5, 6, 7], "chosen_ids": [8, 9], "rejected_ids": [10, 11, 12]}
     batch = collate_packed([rec])
     assert batch.position_ids[0].tolist() == [0, 1, 2, 3, 4, 3, 4, 5]
-    mask = attention.dense_mask(batch.layout)
+    ((start, end, mask),) = attention.document_blocks(batch.layout)  # one pair, one block
+    assert (start, end) == (0, 8)
     rejected_rows = mask[5:]
     assert not rejected_rows[:, 3:5].any()  # rejected never attends to chosen
     assert rejected_rows[:, :3].all()  # but always to the whole prompt

@@ -21,7 +21,9 @@ against `P R` keys (causal aligned bottom-right, i.e. R's first query sees all o
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import inspect
 
 import torch
 import torch.nn.functional as F
@@ -126,14 +128,6 @@ def allowed(layout: AttentionLayout, q_idx: torch.Tensor, kv_idx: torch.Tensor) 
     return same_doc & causal & ~crosses
 
 
-def dense_mask(layout: AttentionLayout) -> torch.Tensor:
-    """[T, T] boolean mask (True = attend); built once per forward and shared by all layers."""
-    if "dense" not in layout.cache:
-        t = torch.arange(layout.doc_ids.numel(), device=layout.doc_ids.device)
-        layout.cache["dense"] = allowed(layout, t[:, None], t[None, :])
-    return layout.cache["dense"]
-
-
 def _attend(query, key, value, mask, scaling, softcap):
     """SDPA, or the same computation written out when logits are soft-capped."""
     if softcap is None:
@@ -215,12 +209,18 @@ def _flash(q, k, v, layout, scaling, softcap=None):
     )
 
 
-def _torch_varlen(q, k, v, layout, scaling):
-    import inspect
-
+@functools.cache
+def _varlen_attn_params() -> frozenset[str]:
+    # read once: the attention function runs for every layer of every forward
     from torch.nn.attention.varlen import varlen_attn
 
-    params = inspect.signature(varlen_attn).parameters
+    return frozenset(inspect.signature(varlen_attn).parameters)
+
+
+def _torch_varlen(q, k, v, layout, scaling):
+    from torch.nn.attention.varlen import varlen_attn
+
+    params = _varlen_attn_params()
     # torch >= 2.12 spells causal as window_size=(-1, 0); earlier releases as is_causal=True.
     # Either way it runs the flash kernel, whose causal mask is aligned bottom-right when a
     # document has fewer queries than keys (R against P R).
