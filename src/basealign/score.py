@@ -32,7 +32,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -165,25 +165,16 @@ def resolve_pairs_input(spec: str, tmp: Path) -> Path:
 class SplitRecords:
     split: str
     rows: list[dict]
-    records: list[dict] = field(default_factory=list)  # each with "index" (row in the split), "truncated"
-    dropped: Counter = field(default_factory=Counter)
-    truncated: int = 0
+    records: list[dict]  # tokenize_pairs records: each knows its row ("index") and "truncated"
+    dropped: Counter
+    truncated: int
 
 
 def tokenize_split(split: str, rows: list[dict], tokenizer, recipe: Recipe) -> SplitRecords:
-    """Tokenize row by row so each record keeps its row index and each drop its reason."""
     from basealign.tokenize_pairs import tokenize_pairs
 
-    out = SplitRecords(split, rows)
-    for index, row in enumerate(rows):
-        one = tokenize_pairs([row], tokenizer, recipe.data.max_length, recipe.data.max_prompt_length)
-        out.dropped.update(one.dropped)
-        out.truncated += one.truncated
-        for record in one.records:
-            record["index"] = index
-            record["truncated"] = bool(one.truncated)
-            out.records.append(record)
-    return out
+    pairs = tokenize_pairs(rows, tokenizer, recipe.data.max_length, recipe.data.max_prompt_length)
+    return SplitRecords(split, rows, pairs.records, pairs.dropped, pairs.truncated)
 
 
 # ----------------------------------------------------------------------------- scoring

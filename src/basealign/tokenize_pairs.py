@@ -1,6 +1,6 @@
 """Pairs (conversational preference rows) to token ids: one record per pair.
 
-A record is {prompt_ids, chosen_ids, rejected_ids}. The prompt is rendered with the chat
+A record is {prompt_ids, chosen_ids, rejected_ids, index (its row), truncated}. The prompt is rendered with the chat
 template and a generation prompt; each response is the text the full conversation adds
 after it, tokenized on its own, so prompt ids are exactly shared by both responses.
 
@@ -68,7 +68,8 @@ def tokenize_pairs(rows, tokenizer, max_length: int, max_prompt_length: int | No
             out.dropped["identical responses"] += 1
             continue
         longest = len(prompt_ids) + max(len(chosen_ids), len(rejected_ids))
-        if longest > max_length:
+        truncated = longest > max_length
+        if truncated:
             out.truncated += 1
             if max_prompt_length is not None and len(prompt_ids) > max_prompt_length:
                 prompt_ids = prompt_ids[len(prompt_ids) - max_prompt_length:]
@@ -80,7 +81,8 @@ def tokenize_pairs(rows, tokenizer, max_length: int, max_prompt_length: int | No
             if chosen_ids == rejected_ids:
                 out.dropped["identical after truncation"] += 1
                 continue
-        out.records.append({"prompt_ids": prompt_ids, "chosen_ids": chosen_ids, "rejected_ids": rejected_ids})
+        out.records.append({"prompt_ids": prompt_ids, "chosen_ids": chosen_ids, "rejected_ids": rejected_ids,
+                            "index": index, "truncated": truncated})
     return out
 
 
