@@ -243,6 +243,24 @@ def is_pairs_folder(path) -> bool:
         return False
 
 
+def resolve_pairs(spec, prepare_into, search_dirs=(), label: str = "data.pairs") -> Path:
+    """A prepared pairs folder as is; a data recipe (.yaml) is prepared into PREPARE_INTO.
+
+    A relative SPEC is looked up in the current directory, then in each of SEARCH_DIRS
+    (a training recipe passes its own folder). LABEL names the option in error lines.
+    """
+    path = Path(spec).expanduser()
+    candidates = [path] + ([] if path.is_absolute() else [Path(d) / path for d in search_dirs])
+    for candidate in candidates:
+        if candidate.is_dir() and is_pairs_folder(candidate):
+            return candidate
+        if candidate.is_file() and candidate.suffix in (".yaml", ".yml"):
+            return prepare(candidate, output_dir=Path(prepare_into))
+        if candidate.is_dir():
+            raise PrepareError(f"{label}: {spec} is a folder without train.parquet (not a prepared pairs folder)")
+    raise PrepareError(f"{label}: {spec} is neither a prepared pairs folder nor a data recipe file")
+
+
 def _as_messages(value, role: str) -> list[dict]:
     if isinstance(value, str):
         return [{"role": role, "content": value}]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 from pathlib import Path
 
 import torch
@@ -22,6 +23,15 @@ from basealign.tiny import BUILTIN_PREFIX, materialize_builtin
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def looks_local(spec: str) -> bool:
+    """A path rather than a hub id: explicit path syntax, an existing path, or OWNER/NAME
+    whose OWNER is a local folder (a mistyped run directory must not turn into a download)."""
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or (os.sep != "/" and os.sep in spec):
+        return True
+    path = Path(spec)
+    return path.exists() or (spec.count("/") == 1 and path.parent.is_dir())
+
+
 def resolve_model_path(name_or_path: str, output_dir: Path | None) -> str:
     """A builtin name is materialized (under OUTPUT_DIR/base_model); local paths must exist."""
     if name_or_path.startswith(BUILTIN_PREFIX):
@@ -30,8 +40,7 @@ def resolve_model_path(name_or_path: str, output_dir: Path | None) -> str:
             return str(materialize_builtin(name_or_path, target).resolve())
         except ValueError as err:
             raise BasealignError(f"model.name_or_path: {err}") from None
-    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or Path(name_or_path).exists()
-    if looks_local:
+    if looks_local(name_or_path):
         path = Path(name_or_path).expanduser()
         if not path.exists():
             raise BasealignError(f"model.name_or_path: model path does not exist: {name_or_path}")
@@ -39,6 +48,25 @@ def resolve_model_path(name_or_path: str, output_dir: Path | None) -> str:
             raise BasealignError(f"model.name_or_path: {name_or_path} has no config.json (not a model folder)")
         return str(path.resolve())
     return name_or_path  # a hub id
+
+
+def lora_run_base_model(run: Path, declared: str | None, recipe_name: str | None) -> str:
+    """Where a LoRA run's base model is: adapter_config's path (DECLARED), RUN/base_model,
+    else the recipe's model or DECLARED when it is an existing folder or a hub id."""
+    for folder in (Path(declared).expanduser() if declared else None, run / "base_model"):
+        if folder is not None and (folder / "config.json").is_file():
+            return str(folder)
+    for candidate in (recipe_name, declared):
+        if not candidate or candidate.startswith(BUILTIN_PREFIX):
+            continue
+        if not looks_local(candidate):
+            return candidate  # a hub id
+        if (Path(candidate).expanduser() / "config.json").is_file():
+            return str(Path(candidate).expanduser())
+    raise BasealignError(
+        f"cannot find the base model of {run}: {declared or recipe_name or 'unknown'} is neither a model folder "
+        f"nor a hub id, and {run / 'base_model'} does not exist; pass model.name_or_path=PATH"
+    )
 
 
 def load_tokenizer(path: str, chat_template: str | None, revision: str | None = None):

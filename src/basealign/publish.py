@@ -121,30 +121,15 @@ def _check_repo_id(repo_id: str) -> None:
         raise BasealignError(f"--repo-id {repo_id!r} is not a valid Hub repo id (OWNER/NAME)") from None
 
 
-def _resolve_base_model(run: Run) -> str:
-    """Where to load the base model from for merging: adapter_config's path, the run's base_model/, or the recipe's hub id."""
-    declared = (run.adapter_config or {}).get("base_model_name_or_path")
-    if declared and Path(declared).is_dir():
-        return str(declared)
-    local = run.path / "base_model"
-    if (local / "config.json").is_file():
-        return str(local)
-    recipe_name = (run.recipe.get("model") or {}).get("name_or_path")
-    for candidate in (recipe_name, declared):
-        if looks_like_hub_id(candidate):
-            return candidate
-    raise BasealignError(
-        f"cannot find the base model to merge into: {declared or recipe_name or 'unknown'} is neither a folder "
-        f"nor a Hub id, and {local} does not exist"
-    )
-
-
 def _save_merged(run: Run, target: Path, max_shard_size: int | str) -> None:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base_ref = _resolve_base_model(run)
+    from basealign.modeling import lora_run_base_model
+
+    declared = (run.adapter_config or {}).get("base_model_name_or_path")
+    base_ref = lora_run_base_model(run.path, declared, (run.recipe.get("model") or {}).get("name_or_path"))
     try:
         base = AutoModelForCausalLM.from_pretrained(base_ref, dtype="auto")
     except (OSError, ValueError) as err:

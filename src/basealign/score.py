@@ -29,7 +29,6 @@ reference path on the same groups of pairs.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -66,18 +65,9 @@ def _has_tokenizer(folder: Path) -> bool:
     return any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
 
 
-def _looks_local(spec: str) -> bool:
-    """A path rather than a hub id: explicit path syntax, an existing path, or OWNER/NAME
-    whose OWNER is a local folder (a mistyped run directory must not turn into a download)."""
-    if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or (os.sep != "/" and os.sep in spec):
-        return True
-    path = Path(spec)
-    return path.exists() or (spec.count("/") == 1 and path.parent.is_dir())
-
-
 def resolve_model(spec: str, overrides=()) -> ModelSpec:
     """Classify MODEL_OR_RUN and read its recipe (run dirs) or the defaults (anything else)."""
-    from basealign.modeling import resolve_model_path
+    from basealign.modeling import looks_local, resolve_model_path
     from basealign.tiny import BUILTIN_PREFIX
 
     overrides = list(overrides)
@@ -85,7 +75,7 @@ def resolve_model(spec: str, overrides=()) -> ModelSpec:
         recipe = recipe_from_dict(apply_overrides({"model": {"name_or_path": spec}}, overrides))
         path = resolve_model_path(spec, Path(tempfile.gettempdir()) / "basealign-score" / spec.removeprefix(BUILTIN_PREFIX))
         return ModelSpec(path, path, None, recipe, "model")
-    if not _looks_local(spec):  # a hub id
+    if not looks_local(spec):  # a hub id
         recipe = recipe_from_dict(apply_overrides({"model": {"name_or_path": spec}}, overrides))
         return ModelSpec(spec, spec, None, recipe, "model")
 
@@ -115,47 +105,15 @@ def resolve_model(spec: str, overrides=()) -> ModelSpec:
 
 
 def _resolve_base_model(run: Path, recipe: Recipe, overridden: bool) -> str:
-    from basealign.modeling import resolve_model_path
+    from basealign.modeling import lora_run_base_model, resolve_model_path
 
-    if overridden:
+    if overridden:  # model.name_or_path=... on the command line wins
         return resolve_model_path(recipe.model.name_or_path, run)
     try:
         declared = json.loads((run / "adapter_config.json").read_text()).get("base_model_name_or_path")
     except (OSError, ValueError) as err:
         raise BasealignError(f"{run / 'adapter_config.json'} is not valid JSON: {err}") from None
-    if declared and (Path(declared).expanduser() / "config.json").is_file():
-        return str(Path(declared).expanduser())
-    if (run / "base_model" / "config.json").is_file():
-        return str(run / "base_model")
-    # The recipe's model: a builtin is materialized again under RUN/base_model (same seed,
-    # same weights), a hub id is loaded from the cache.
-    if recipe.model.name_or_path:
-        try:
-            return resolve_model_path(recipe.model.name_or_path, run)
-        except BasealignError:
-            pass
-    if declared and not Path(declared).is_absolute() and declared.count("/") <= 1:
-        return declared  # a hub id
-    raise BasealignError(
-        f"cannot find the base model of {run}: {declared or recipe.model.name_or_path} does not exist; "
-        "pass model.name_or_path=PATH"
-    )
-
-
-def resolve_pairs_input(spec: str, tmp: Path) -> Path:
-    """A prepared pairs folder as is; a data recipe is prepared into TMP."""
-    from data_prep.prepare import is_pairs_folder, prepare
-
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        if is_pairs_folder(path):
-            return path
-        raise BasealignError(f"--pairs: {spec} is a folder without train.parquet (not a prepared pairs folder)")
-    if path.is_file():
-        if path.suffix in (".yaml", ".yml"):
-            return prepare(path, output_dir=tmp / "pairs")
-        raise BasealignError(f"--pairs: {spec} is neither a prepared pairs folder nor a data recipe (.yaml)")
-    raise BasealignError(f"--pairs: pairs folder not found: {spec}")
+    return lora_run_base_model(run, declared, recipe.model.name_or_path)
 
 
 # ----------------------------------------------------------------------------- tokenizing
@@ -267,7 +225,7 @@ def _check_out(out: str) -> Path:
 
 def score(model: str, pairs: str, out: str, packing: bool = True, overrides=()) -> Path:
     """Score every split of PAIRS under MODEL; write OUT (JSON lines); print a one-line summary."""
-    from data_prep.prepare import load_pairs
+    from data_prep.prepare import load_pairs, resolve_pairs
     from tqdm.auto import tqdm
 
     from basealign.modeling import load_tokenizer
@@ -276,7 +234,7 @@ def score(model: str, pairs: str, out: str, packing: bool = True, overrides=()) 
     with tempfile.TemporaryDirectory(prefix="basealign-score-") as tmp:
         # Cheap checks first: a wrong path fails before any model is loaded.
         spec = resolve_model(model, overrides)
-        pairs_dir = resolve_pairs_input(pairs, Path(tmp))
+        pairs_dir = resolve_pairs(pairs, Path(tmp) / "pairs", label="--pairs")
         recipe = spec.recipe
 
         # The run's saved tokenizer carries the template it trained with; a model folder's

@@ -29,20 +29,9 @@ def train_from_recipe(path: str, overrides=(), resume: bool = False) -> Path:
 
 def resolve_pairs(recipe: Recipe, run_dir: Path) -> Path:
     """A prepared pairs folder as is; a data recipe is prepared into RUN_DIR/data."""
-    from data_prep.prepare import is_pairs_folder, prepare
+    from data_prep.prepare import resolve_pairs as resolve
 
-    spec = recipe.data.pairs
-    candidates = [Path(spec)]
-    if recipe.recipe_dir and not Path(spec).is_absolute():
-        candidates.append(Path(recipe.recipe_dir) / spec)
-    for path in candidates:
-        if path.is_dir() and is_pairs_folder(path):
-            return path
-        if path.is_file() and path.suffix in (".yaml", ".yml"):
-            return prepare(path, output_dir=run_dir / "data")
-        if path.is_dir():
-            raise BasealignError(f"data.pairs: {spec} is a folder without train.parquet (not a prepared pairs folder)")
-    raise BasealignError(f"data.pairs: {spec} is neither a prepared pairs folder nor a data recipe file")
+    return resolve(recipe.data.pairs, run_dir / "data", [recipe.recipe_dir] if recipe.recipe_dir else [])
 
 
 @dataclass
