@@ -16,8 +16,9 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from basealign.tiny import BUILTIN_PREFIX
+
 DEFAULT_LICENSE = "apache-2.0"
-BUILTIN_PREFIX = "builtin:"
 
 # Things that end like a file are local paths even when they look like OWNER/NAME.
 _FILE_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".tsv", ".txt", ".yaml", ".yml", ".gz", ".arrow", ".zip", ".tar")
@@ -295,21 +296,3 @@ def read_json(path: Path) -> dict | None:
         return None
     value = json.loads(path.read_text(encoding="utf-8"))
     return value if isinstance(value, dict) else None
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The metrics log, one dict per line; unreadable lines (a run killed mid-write) are skipped."""
-    if not path.is_file():
-        return []
-    lines = []
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        raw = raw.strip()
-        if not raw:
-            continue
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(value, dict):
-            lines.append(value)
-    return lines

@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from basealign.errors import BasealignError
-from basealign.model_card import build_model_card, looks_like_hub_id, read_json, read_metrics
+from basealign import __version__
+from basealign.model_card import build_model_card, looks_like_hub_id, read_json
+from basealign.report import metrics_lines
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 TOKENIZER_FILES = (
@@ -199,7 +201,7 @@ def stage(
         recipe=run.recipe,
         adapter_config=run.adapter_config,
         data_stats=data_stats,
-        metrics=read_metrics(run.path / "metrics.jsonl"),
+        metrics=metrics_lines(run.path / "metrics.jsonl"),
         eval_results=eval_results,
         kind=kind,
         run_dir=run.path,
@@ -290,7 +292,7 @@ def _remote_files(api: Any, repo_id: str) -> dict[str, Any]:
 def _hub_api(token: str, endpoint: str) -> Any:
     from huggingface_hub import HfApi
 
-    return HfApi(endpoint=endpoint, token=token, library_name="basealign", library_version=_version())
+    return HfApi(endpoint=endpoint, token=token, library_name="basealign", library_version=__version__)
 
 
 def _ensure_repo(api: Any, repo_id: str, private: bool) -> None:
@@ -325,15 +327,6 @@ def upload_staged(api: Any, folder: Path, files: list[str], *, repo_id: str, com
     except Exception as err:  # every Hub or network failure ends as one line
         raise _hub_error(err, repo_id, api.endpoint) from err
     return info.oid, len(adds), len(deletes)
-
-
-def _version() -> str:
-    try:
-        from basealign import __version__
-
-        return str(__version__)
-    except ImportError:
-        return "unknown"
 
 
 def push(

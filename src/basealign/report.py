@@ -15,13 +15,26 @@ SUMMARY_KEYS = ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen
                 "logps/chosen", "logps/rejected", "tokens_per_second")
 
 
+def metrics_lines(path: Path) -> list[dict]:
+    """A run's metrics.jsonl, one dict per line; a line cut off by a killed run is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        try:
+            value = json.loads(raw) if raw.strip() else None
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            lines.append(value)
+    return lines
+
+
 def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
     """(train lines, eval lines) of a metrics.jsonl."""
     train, evals = [], []
-    for line in Path(path).read_text().splitlines():
-        if not line.strip():
-            continue
-        record = json.loads(line)
+    for record in metrics_lines(path):
         if any(k.startswith("eval/") for k in record):
             evals.append(record)
         elif "loss" in record:

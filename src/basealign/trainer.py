@@ -152,8 +152,9 @@ class MetricsFileCallback(TrainerCallback):
 
 def truncate_metrics(path: Path, last_step: int) -> None:
     """On resume, drop lines logged after the checkpoint: they will be logged again."""
-    path = Path(path)
-    if not path.exists():
+    from basealign.report import metrics_lines
+
+    if not Path(path).exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= last_step]
-    path.write_text("".join(line + "\n" for line in kept))
+    kept = [record for record in metrics_lines(path) if record.get("step", 0) <= last_step]
+    Path(path).write_text("".join(json.dumps(record) + "\n" for record in kept))
