@@ -167,9 +167,9 @@ def run_path(args) -> dict:
 
         from basealign import attention
         from basealign.logprobs import enable_logprob_forward
-        from basealign.losses import PreferenceLogps, preference_loss
+        from basealign.losses import preference_loss
         from basealign.packing import collate_packed, collate_padded
-        from basealign.trainer import reference_logps, sequence_logps
+        from basealign.trainer import preference_logps
 
         name = attention.register()
         base = build_base(args, name)
@@ -191,15 +191,11 @@ def run_path(args) -> dict:
             batch = collate_padded(records, pad_token_id=0)
         collate_s = time.perf_counter() - t0
         batch = batch.to(args.device)
-        n = batch.num_pairs
 
         def step():
             ctx = autocast if autocast is not None else _null()
             with ctx:
-                policy = sequence_logps(model, batch)
-                ref = reference_logps(model, None, batch)
-                logps = PreferenceLogps(policy[:n], policy[n:], ref[:n], ref[n:], batch.response_lengths[:n], batch.response_lengths[n:])
-                loss, _ = preference_loss(logps, ["sigmoid"], None, BETA)
+                loss, _ = preference_loss(preference_logps(model, None, batch), ["sigmoid"], None, BETA)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

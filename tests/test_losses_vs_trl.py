@@ -14,10 +14,10 @@ from datasets import Dataset
 
 from basealign import attention
 from basealign.logprobs import enable_logprob_forward
-from basealign.losses import PreferenceLogps, preference_loss
+from basealign.losses import preference_loss
 from basealign.packing import collate_packed
 from basealign.tiny import build_tiny_model
-from basealign.trainer import sequence_logps
+from basealign.trainer import preference_logps
 from conftest import random_records
 
 TOL = 1e-5
@@ -63,13 +63,7 @@ def _our_loss(policy, ref, records, loss_type, weights, beta, label_smoothing):
         model.config._attn_implementation = name
         enable_logprob_forward(model)
     p.train()
-    batch = collate_packed(records)
-    policy_logps = sequence_logps(p, batch)
-    with torch.no_grad():
-        ref_logps = sequence_logps(r, batch)
-    n = batch.num_pairs
-    logps = PreferenceLogps(policy_logps[:n], policy_logps[n:], ref_logps[:n], ref_logps[n:],
-                            batch.response_lengths[:n], batch.response_lengths[n:])
+    logps = preference_logps(p, r, collate_packed(records))  # the reference runs without grad
     loss, metrics = preference_loss(logps, loss_type, weights, beta, label_smoothing)
     return loss.item(), metrics
 

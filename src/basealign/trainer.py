@@ -69,6 +69,14 @@ def reference_logps(model, ref_model, batch: PreferenceBatch) -> torch.Tensor:
             return sequence_logps(model, batch)
 
 
+def preference_logps(model, ref_model, batch: PreferenceBatch) -> PreferenceLogps:
+    """Policy and reference sums of a batch, split into the per-pair form the losses take."""
+    policy = sequence_logps(model, batch)
+    ref = reference_logps(model, ref_model, batch)
+    n, lengths = batch.num_pairs, batch.response_lengths
+    return PreferenceLogps(policy[:n], policy[n:], ref[:n], ref[n:], lengths[:n], lengths[n:])
+
+
 def _unwrap(model):
     return getattr(model, "module", model)  # DDP
 
@@ -104,13 +112,8 @@ class PreferenceTrainer(Trainer):
         return (loss, None) if return_outputs else loss
 
     def _loss_and_metrics(self, model, batch: PreferenceBatch):
-        policy = sequence_logps(model, batch)
-        ref = reference_logps(model, self.ref_model, batch)
-        n = batch.num_pairs
-        logps = PreferenceLogps(
-            policy[:n], policy[n:], ref[:n], ref[n:], batch.response_lengths[:n], batch.response_lengths[n:]
-        )
         cfg = self.loss_config
+        logps = preference_logps(model, self.ref_model, batch)
         return preference_loss(logps, cfg.type, cfg.weights, cfg.beta, cfg.label_smoothing)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
