@@ -165,11 +165,11 @@ def run_path(args) -> dict:
     if args.path in ("fast", "padded"):
         from peft import get_peft_model
 
-        from basealign import attention
-        from basealign.logprobs import enable_logprob_forward
-        from basealign.losses import preference_loss
-        from basealign.packing import collate_packed, collate_padded
-        from basealign.trainer import preference_logps
+        from basealign.fastpath import attention
+        from basealign.fastpath.logprobs import enable_logprob_forward
+        from basealign.training.losses import preference_loss
+        from basealign.fastpath.packing import collate_packed, collate_padded
+        from basealign.training.trainer import preference_logps
 
         name = attention.register()
         base = build_base(args, name)
@@ -207,7 +207,7 @@ def run_path(args) -> dict:
         from trl import DPOConfig, DPOTrainer
         from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-        from basealign.tiny import byte_level_tokenizer
+        from basealign.models.tiny import byte_level_tokenizer
 
         base = build_base(args, "sdpa")
         tokenizer = byte_level_tokenizer()  # only for DPOTrainer.__init__; the batch is built from token ids
@@ -313,7 +313,7 @@ def attention_flops(records: list[dict], cfg) -> float:
 
 
 def summarize(args, results: dict[str, dict]) -> dict:
-    from basealign.packing import collate_packed, collate_padded
+    from basealign.fastpath.packing import collate_packed, collate_padded
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
     cfg = model_config(args.model_size)

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from data_prep.prepare import prepare
+from basealign.data_prep.prepare import prepare
 
 WORDS = ("the a model answer question helpful safe please could would data time people make know "
          "think good first also way because any these give most very well help thanks really").split()

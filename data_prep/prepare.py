@@ -25,11 +25,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
-from data_prep.card import length_stats, write_card
-from data_prep.errors import PrepareError
-from data_prep.readers import READERS, Pair, Reject
-from data_prep.readers.files import Malformed, open_records
-from data_prep.recipe import load_recipe
+from basealign.data_prep.card import length_stats, write_card
+from basealign.data_prep.errors import PrepareError
+from basealign.data_prep.readers import READERS, Pair, Reject
+from basealign.data_prep.readers.files import Malformed, open_records
+from basealign.data_prep.recipe import load_recipe
 
 SPLITS = ("train", "test")
 COLUMNS = ("prompt", "chosen", "rejected", "source", "label", "metadata")

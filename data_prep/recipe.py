@@ -27,8 +27,8 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from data_prep.errors import PrepareError
-from data_prep.readers import READERS
+from basealign.data_prep.errors import PrepareError
+from basealign.data_prep.readers import READERS
 
 SAMPLES_PREFIX = "samples:"
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from basealign.chat_templates import TEMPLATES
-from basealign.tiny import byte_level_tokenizer
+from basealign.models.chat_templates import TEMPLATES
+from basealign.models.tiny import byte_level_tokenizer
 
 
 def random_records(n: int, seed: int = 0, vocab=(4, 260), prompt=(1, 40), response=(1, 25)) -> list[dict]:
@@ -85,7 +85,7 @@ def save_lora_run(run_dir: Path, lora_b_scale: float, chat_template: str | None 
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from basealign.tiny import materialize_builtin
+    from basealign.models.tiny import materialize_builtin
 
     base = AutoModelForCausalLM.from_pretrained(materialize_builtin("builtin:tiny-mistral", run_dir / "base_model"))
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear",

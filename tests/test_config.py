@@ -87,7 +87,7 @@ def test_real_recipes_load_and_validate(name):
     assert recipe.loss.type == (["sigmoid"] if name.startswith("dpo") else ["ipo"])
     assert recipe.training.packing and recipe.training.prefix_sharing
     # its data recipe validates too, without touching the network
-    from data_prep.recipe import load_recipe as load_data_recipe
+    from basealign.data_prep.recipe import load_recipe as load_data_recipe
 
     data_recipe = Path(recipe.recipe_dir) / recipe.data.pairs
     assert data_recipe.is_file()

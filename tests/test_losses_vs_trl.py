@@ -12,12 +12,12 @@ import pytest
 import torch
 from datasets import Dataset
 
-from basealign import attention
-from basealign.logprobs import enable_logprob_forward
-from basealign.losses import preference_loss
-from basealign.packing import collate_packed
-from basealign.tiny import build_tiny_model
-from basealign.trainer import preference_logps
+from basealign.fastpath import attention
+from basealign.fastpath.logprobs import enable_logprob_forward
+from basealign.training.losses import preference_loss
+from basealign.fastpath.packing import collate_packed
+from basealign.models.tiny import build_tiny_model
+from basealign.training.trainer import preference_logps
 from conftest import random_records
 
 TOL = 1e-5

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from basealign.chat_templates import TEMPLATES
+from basealign.models.chat_templates import TEMPLATES
 from basealign.cli import main
 from basealign.config import recipe_from_dict, recipe_to_yaml
 from basealign.doctor import doctor

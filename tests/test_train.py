@@ -10,7 +10,7 @@ import torch
 
 from basealign import cli
 from basealign.config import recipe_from_dict
-from basealign.train import run
+from basealign.training.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,10 +66,10 @@ def _policy_and_ref(model_dir: Path):
 def test_lora_reference_is_the_base_model(tmp_path):
     """Inside reference_context the LoRA policy gives exactly the base model's log-probs."""
     from basealign.config import LoraConfig, ModelConfig
-    from basealign.modeling import apply_lora, load_model, reference_context
-    from basealign.packing import collate_packed
-    from basealign.tiny import materialize_builtin
-    from basealign.trainer import sequence_logps
+    from basealign.models.loading import apply_lora, load_model, reference_context
+    from basealign.fastpath.packing import collate_packed
+    from basealign.models.tiny import materialize_builtin
+    from basealign.training.trainer import sequence_logps
     from conftest import random_records
 
     path = str(materialize_builtin("builtin:tiny-mistral", tmp_path / "base"))
@@ -90,7 +90,7 @@ def test_lora_reference_is_the_base_model(tmp_path):
 
 
 def test_full_finetune_keeps_reference_frozen(tmp_path, pairs_folder, monkeypatch):
-    from basealign import trainer as trainer_module
+    from basealign.training import trainer as trainer_module
 
     seen = {}
     original = trainer_module.PreferenceTrainer.__init__
@@ -117,7 +117,7 @@ class Interrupt(Exception):
 
 
 def test_resume_reproduces_uninterrupted_metrics(tmp_path, pairs_folder, monkeypatch):
-    from basealign import trainer as trainer_module
+    from basealign.training import trainer as trainer_module
 
     settings = {"training": {"max_steps": 6, "save_steps": 3, "save_total_limit": None}}
     straight = tmp_path / "straight"

@@ -7,8 +7,8 @@ raising Reject(reason) for rows it drops. `iter_records` (in files.py) does the 
 
 from __future__ import annotations
 
-from data_prep.readers import hh_rlhf, pairs, pku_saferlhf, ultrafeedback
-from data_prep.readers.base import Pair, Reject
+from basealign.data_prep.readers import hh_rlhf, pairs, pku_saferlhf, ultrafeedback
+from basealign.data_prep.readers.base import Pair, Reject
 
 READERS = {module.TYPE: module for module in (hh_rlhf, pku_saferlhf, ultrafeedback, pairs)}
 

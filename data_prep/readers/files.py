@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
-from data_prep.errors import PrepareError
+from basealign.data_prep.errors import PrepareError
 
 BATCH = 4096
 FILE_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from data_prep.readers.base import Pair, Reject, check_prompt, check_replies, text_field
+from basealign.data_prep.readers.base import Pair, Reject, check_prompt, check_replies, text_field
 
 TYPE = "hh_rlhf"
 DEFAULT_SPLIT = "train"

@@ -14,8 +14,8 @@ empty_prompt, prompt_not_ending_with_user, empty_reply, identical_replies.
 
 from __future__ import annotations
 
-from data_prep.errors import PrepareError
-from data_prep.readers.base import Pair, Reject, check_prompt, check_replies, normalize_messages
+from basealign.data_prep.errors import PrepareError
+from basealign.data_prep.readers.base import Pair, Reject, check_prompt, check_replies, normalize_messages
 
 TYPE = "pairs"
 DEFAULT_SPLIT = "train"

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 
-from data_prep.errors import PrepareError
-from data_prep.readers.base import Pair, Reject, check_replies, text_field
+from basealign.data_prep.errors import PrepareError
+from basealign.data_prep.readers.base import Pair, Reject, check_replies, text_field
 
 TYPE = "pku_saferlhf"
 DEFAULT_SPLIT = "train"

@@ -13,8 +13,8 @@ score_gap_below_min.
 
 from __future__ import annotations
 
-from data_prep.errors import PrepareError
-from data_prep.readers.base import Pair, Reject, check_prompt, check_replies, normalize_messages
+from basealign.data_prep.errors import PrepareError
+from basealign.data_prep.readers.base import Pair, Reject, check_prompt, check_replies, normalize_messages
 
 TYPE = "ultrafeedback"
 DEFAULT_SPLIT = "train_prefs"

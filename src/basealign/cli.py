@@ -13,13 +13,13 @@ from basealign.errors import BasealignError
 
 
 def _train(args: argparse.Namespace) -> None:
-    from basealign.train import train_from_recipe
+    from basealign.training.run import train_from_recipe
 
     train_from_recipe(args.recipe, args.overrides, resume=args.resume)
 
 
 def _prepare(args: argparse.Namespace) -> None:
-    from data_prep.prepare import prepare
+    from basealign.data_prep.prepare import prepare
 
     out = prepare(args.recipe, args.overrides)
     print(f"pairs written to {out}")
@@ -38,7 +38,7 @@ def _doctor(args: argparse.Namespace) -> None:
 
 
 def _push(args: argparse.Namespace) -> None:
-    from basealign.publish import push
+    from basealign.hub.publish import push
 
     print(push(args.run_dir, repo_id=args.repo_id, private=args.private, merged=args.merged, dry_run=args.dry_run))
 

@@ -27,7 +27,7 @@ class ModelConfig:
     name_or_path: str = "builtin:tiny-mistral"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     attn_implementation: Literal["auto", "flash", "torch_varlen", "flex", "sdpa"] = "auto"
-    # A template name from basealign.chat_templates, a Jinja string, or null to keep the
+    # A template name from basealign.models.chat_templates, a Jinja string, or null to keep the
     # tokenizer's own (base models have none, so the default is the HH transcript format).
     chat_template: str | None = "hh"
     gradient_checkpointing: bool = False

@@ -11,7 +11,7 @@ import platform
 
 import torch
 
-from basealign import attention, logprobs
+from basealign.fastpath import attention, logprobs
 
 
 def _version(dist: str) -> str:
@@ -54,7 +54,7 @@ def _device() -> tuple[torch.device, str]:
 
 def _logprob_path(device: torch.device) -> str:
     if logprobs._TrlChunkedLogProb is None:
-        return ("checkpointed chunked fallback (basealign.logprobs): trl.kernels.chunked_logprob is not importable "
+        return ("checkpointed chunked fallback (basealign.fastpath.logprobs): trl.kernels.chunked_logprob is not importable "
                 f"in trl {_version('trl')}")
     module = importlib.import_module(logprobs._TrlChunkedLogProb.__module__)
     use_triton = getattr(module, "_use_triton", None)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from basealign import attention
+from basealign.fastpath import attention
 from basealign.config import Recipe, apply_overrides, load_recipe, recipe_from_dict
 from basealign.errors import BasealignError
 
@@ -67,8 +67,8 @@ def _has_tokenizer(folder: Path) -> bool:
 
 def resolve_model(spec: str, overrides=()) -> ModelSpec:
     """Classify MODEL_OR_RUN and read its recipe (run dirs) or the defaults (anything else)."""
-    from basealign.modeling import looks_local, resolve_model_path
-    from basealign.tiny import BUILTIN_PREFIX
+    from basealign.models.loading import looks_local, resolve_model_path
+    from basealign.models.tiny import BUILTIN_PREFIX
 
     overrides = list(overrides)
     if spec.startswith(BUILTIN_PREFIX):
@@ -105,7 +105,7 @@ def resolve_model(spec: str, overrides=()) -> ModelSpec:
 
 
 def _resolve_base_model(run: Path, recipe: Recipe, overridden: bool) -> str:
-    from basealign.modeling import lora_run_base_model, resolve_model_path
+    from basealign.models.loading import lora_run_base_model, resolve_model_path
 
     if overridden:  # model.name_or_path=... on the command line wins
         return resolve_model_path(recipe.model.name_or_path, run)
@@ -129,7 +129,7 @@ class SplitRecords:
 
 
 def tokenize_split(split: str, rows: list[dict], tokenizer, recipe: Recipe) -> SplitRecords:
-    from basealign.tokenize_pairs import tokenize_pairs
+    from basealign.models.tokenize_pairs import tokenize_pairs
 
     pairs = tokenize_pairs(rows, tokenizer, recipe.data.max_length, recipe.data.max_prompt_length)
     return SplitRecords(split, rows, pairs.records, pairs.dropped, pairs.truncated)
@@ -140,7 +140,7 @@ def tokenize_split(split: str, rows: list[dict], tokenizer, recipe: Recipe) -> S
 
 def load_scoring_model(spec: ModelSpec, device: torch.device):
     """(model, has_reference) in eval mode on DEVICE."""
-    from basealign.modeling import check_sliding_window, load_model
+    from basealign.models.loading import check_sliding_window, load_model
 
     model = load_model(spec.recipe.model, spec.model_path)
     check_sliding_window(model, spec.recipe.data.max_length)
@@ -160,9 +160,9 @@ def score_records(model, records: list[dict], *, has_reference: bool, packing: b
                   budget: int, backend: str, pad_token_id: int, pad_to_multiple_of: int | None, device,
                   progress=None) -> list[tuple[float, float, float | None, float | None]]:
     """(pi_c, pi_r, ref_c, ref_r) per record, in record order."""
-    from basealign.modeling import reference_context
-    from basealign.packing import collate_packed, collate_padded, group_by_token_budget
-    from basealign.trainer import sequence_logps
+    from basealign.models.loading import reference_context
+    from basealign.fastpath.packing import collate_packed, collate_padded, group_by_token_budget
+    from basealign.training.trainer import sequence_logps
 
     sharing = packing and prefix_sharing
     results: list[tuple] = []
@@ -225,10 +225,10 @@ def _check_out(out: str) -> Path:
 
 def score(model: str, pairs: str, out: str, packing: bool = True, overrides=()) -> Path:
     """Score every split of PAIRS under MODEL; write OUT (JSON lines); print a one-line summary."""
-    from data_prep.prepare import load_pairs, resolve_pairs
+    from basealign.data_prep.prepare import load_pairs, resolve_pairs
     from tqdm.auto import tqdm
 
-    from basealign.modeling import load_tokenizer
+    from basealign.models.loading import load_tokenizer
 
     out_path = _check_out(out)
     with tempfile.TemporaryDirectory(prefix="basealign-score-") as tmp:

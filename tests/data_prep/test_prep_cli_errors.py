@@ -5,7 +5,7 @@ from prep_helpers import SAMPLES
 
 from basealign.cli import main
 from basealign.errors import BasealignError
-from data_prep.errors import PrepareError
+from basealign.data_prep.errors import PrepareError
 
 
 def write_recipe(tmp_path, body: str):

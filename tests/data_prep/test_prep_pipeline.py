@@ -6,9 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 from prep_helpers import RECIPES, SAMPLES, read_jsonl
 
-from data_prep.errors import PrepareError
-from data_prep.prepare import is_pairs_folder, load_pairs, prepare
-from data_prep.recipe import load_recipe
+from basealign.data_prep.errors import PrepareError
+from basealign.data_prep.prepare import is_pairs_folder, load_pairs, prepare
+from basealign.data_prep.recipe import load_recipe
 
 OUTPUTS = ("train.parquet", "test.parquet", "stats.json", "data_card.md", "rejects.jsonl")
 
@@ -101,7 +101,7 @@ def test_ultrafeedback_and_pairs_samples(tmp_path):
 
 
 def test_token_length_filter_with_local_tokenizer(tmp_path):
-    from basealign.tiny import byte_level_tokenizer
+    from basealign.models.tiny import byte_level_tokenizer
 
     byte_level_tokenizer().save_pretrained(tmp_path / "tok")
     recipe = {"sources": [{"name": "h", "type": "hh_rlhf", "path": "samples:hh_helpful.jsonl", "label": "helpful"}],

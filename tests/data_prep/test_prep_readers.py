@@ -2,8 +2,8 @@
 
 import pytest
 
-from data_prep.readers import READERS, Reject
-from data_prep.readers import hh_rlhf
+from basealign.data_prep.readers import READERS, Reject
+from basealign.data_prep.readers import hh_rlhf
 
 
 def hh(source=None):

@@ -10,8 +10,8 @@ import pytest
 
 from basealign.cli import main
 from basealign.errors import BasealignError
-from basealign.model_card import build_model_card, dataset_ids, looks_like_hub_id
-from basealign.publish import push
+from basealign.hub.model_card import build_model_card, dataset_ids, looks_like_hub_id
+from basealign.hub.publish import push
 
 from .conftest import FAKE_TOKEN, FIXED_IDS, RECIPE, read_front_matter, seq_logprob
 
@@ -100,7 +100,7 @@ def test_dry_run_refuses_non_empty_target(lora_run, tmp_path, capsys):
 
 
 def test_failed_dry_run_leaves_nothing(lora_run, tmp_path, monkeypatch, capsys):
-    import basealign.publish as publish
+    import basealign.hub.publish as publish
 
     def broken_card(**kwargs):
         raise BasealignError("card exploded")
@@ -258,7 +258,7 @@ def test_missing_run_dir_and_bad_repo_id(tmp_path, capsys):
 
 
 def test_full_finetune_run_uploads_full_model(tmp_path, fake_hub):
-    from basealign.tiny import byte_level_tokenizer, build_tiny_model
+    from basealign.models.tiny import byte_level_tokenizer, build_tiny_model
 
     run = tmp_path / "full"
     build_tiny_model().save_pretrained(run)

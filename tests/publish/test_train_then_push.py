@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from basealign.config import recipe_from_dict
-from basealign.train import run
+from basealign.training.run import run
 
 from conftest import toy_rows, write_pairs_folder  # tests/conftest.py
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from basealign.packing import collate_packed, group_by_token_budget
-from basealign.trainer import reference_logps
+from basealign.fastpath.packing import collate_packed, group_by_token_budget
+from basealign.training.trainer import reference_logps
 
 DEFAULT_CACHE = Path.home() / ".cache" / "basealign" / "ref_logps"
 

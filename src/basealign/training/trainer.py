@@ -18,10 +18,10 @@ from torch.utils.data import Dataset, SequentialSampler
 from transformers import Trainer, TrainerCallback
 
 from basealign.config import LossConfig
-from basealign.logprobs import sequence_sums
-from basealign.losses import PreferenceLogps, preference_loss
-from basealign.modeling import reference_context
-from basealign.packing import PreferenceBatch, collate_packed, collate_padded
+from basealign.fastpath.logprobs import sequence_sums
+from basealign.training.losses import PreferenceLogps, preference_loss
+from basealign.models.loading import reference_context
+from basealign.fastpath.packing import PreferenceBatch, collate_packed, collate_padded
 
 
 class PairGroups(Dataset):

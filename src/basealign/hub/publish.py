@@ -26,7 +26,7 @@ from typing import Any
 
 from basealign.errors import BasealignError
 from basealign import __version__
-from basealign.model_card import build_model_card, looks_like_hub_id, read_json
+from basealign.hub.model_card import build_model_card, looks_like_hub_id, read_json
 from basealign.report import metrics_lines
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -128,7 +128,7 @@ def _save_merged(run: Run, target: Path, max_shard_size: int | str) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from basealign.modeling import lora_run_base_model
+    from basealign.models.loading import lora_run_base_model
 
     declared = (run.adapter_config or {}).get("base_model_name_or_path")
     base_ref = lora_run_base_model(run.path, declared, (run.recipe.get("model") or {}).get("name_or_path"))

@@ -28,7 +28,7 @@ import inspect
 import torch
 import torch.nn.functional as F
 
-from basealign.packing import CHOSEN, REJECTED, AttentionLayout
+from basealign.fastpath.packing import CHOSEN, REJECTED, AttentionLayout
 
 ATTENTION_NAME = "basealign"
 BACKENDS = ("flash", "torch_varlen", "flex", "sdpa", "varlen_cpu")

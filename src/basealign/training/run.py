@@ -13,14 +13,14 @@ from pathlib import Path
 
 import torch
 
-from basealign import attention
+from basealign.fastpath import attention
 from basealign.config import Recipe, load_recipe, recipe_to_yaml
 from basealign.errors import BasealignError
-from basealign.modeling import (
+from basealign.models.loading import (
     apply_lora, check_sliding_window, frozen_copy, load_model, load_tokenizer, model_fingerprint, resolve_model_path,
 )
-from basealign.packing import group_by_token_budget
-from basealign.tokenize_pairs import tokenize_pairs
+from basealign.fastpath.packing import group_by_token_budget
+from basealign.models.tokenize_pairs import tokenize_pairs
 
 
 def train_from_recipe(path: str, overrides=(), resume: bool = False) -> Path:
@@ -29,7 +29,7 @@ def train_from_recipe(path: str, overrides=(), resume: bool = False) -> Path:
 
 def resolve_pairs(recipe: Recipe, run_dir: Path) -> Path:
     """A prepared pairs folder as is; a data recipe is prepared into RUN_DIR/data."""
-    from data_prep.prepare import resolve_pairs as resolve
+    from basealign.data_prep.prepare import resolve_pairs as resolve
 
     return resolve(recipe.data.pairs, run_dir / "data", [recipe.recipe_dir] if recipe.recipe_dir else [])
 
@@ -41,7 +41,7 @@ class TokenizedSplits:
 
 
 def load_tokenized(recipe: Recipe, pairs_dir: Path, tokenizer) -> TokenizedSplits:
-    from data_prep.prepare import load_pairs
+    from basealign.data_prep.prepare import load_pairs
 
     rows = load_pairs(pairs_dir, "train")
     if not rows:
@@ -81,7 +81,7 @@ def run(recipe: Recipe, resume: bool = False) -> Path:
     from transformers import TrainingArguments, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
-    from basealign.trainer import MetricsFileCallback, PairGroups, PreferenceCollator, PreferenceTrainer, truncate_metrics
+    from basealign.training.trainer import MetricsFileCallback, PairGroups, PreferenceCollator, PreferenceTrainer, truncate_metrics
 
     out = Path(recipe.output_dir)
     checkpoint = None
@@ -121,7 +121,7 @@ def run(recipe: Recipe, resume: bool = False) -> Path:
             ref_model = frozen_copy(model)
 
     if training.precompute_ref_logps:
-        from basealign.reference_cache import attach_reference_logps
+        from basealign.training.reference_cache import attach_reference_logps
 
         fp = model_fingerprint(model_path, recipe.model.dtype, recipe.model.revision)
         ref_for_cache = frozen_copy(model) if recipe.lora is None else None
@@ -206,7 +206,7 @@ def run(recipe: Recipe, resume: bool = False) -> Path:
     print(f"basealign: saved to {out} (report: {md.name}, {png.name})")
 
     if recipe.hub.push:
-        from basealign.publish import push
+        from basealign.hub.publish import push
 
         print(push(str(out), repo_id=recipe.hub.repo_id, private=recipe.hub.private))
     return out

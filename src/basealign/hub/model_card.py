@@ -16,7 +16,7 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from basealign.tiny import BUILTIN_PREFIX
+from basealign.models.tiny import BUILTIN_PREFIX
 
 DEFAULT_LICENSE = "apache-2.0"
 
@@ -248,7 +248,7 @@ def build_model_card(
             load_base = [f'base = AutoModelForCausalLM.from_pretrained("{base_model}")']
         elif str(base_name).startswith(BUILTIN_PREFIX):
             load_base = [
-                "from basealign.tiny import materialize_builtin",
+                "from basealign.models.tiny import materialize_builtin",
                 "",
                 f'base = AutoModelForCausalLM.from_pretrained(materialize_builtin("{base_name}", "base_model"))',
             ]

@@ -18,7 +18,7 @@ import types
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from basealign.packing import LogprobTargets
+from basealign.fastpath.packing import LogprobTargets
 
 VOCAB_CHUNK = 4096  # vocabulary columns per projection tile
 TOKEN_CHUNK = 1024  # tokens per tile in the fallback

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from basealign import attention
-from basealign.chat_templates import resolve_template
+from basealign.fastpath import attention
+from basealign.models.chat_templates import resolve_template
 from basealign.config import LoraConfig, ModelConfig
 from basealign.errors import BasealignError
-from basealign.logprobs import enable_logprob_forward
-from basealign.tiny import BUILTIN_PREFIX, materialize_builtin
+from basealign.fastpath.logprobs import enable_logprob_forward
+from basealign.models.tiny import BUILTIN_PREFIX, materialize_builtin
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -1,0 +1,1 @@
+"""`basealign eval`: preference metrics, generations aligned vs base, judges, lm-eval."""

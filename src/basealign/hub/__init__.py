@@ -1,0 +1,1 @@
+"""`basealign push`: publish a run to the Hugging Face Hub with its model card."""
