@@ -7,7 +7,7 @@ distribution. The same pairs (token ids) and the same initial weights (base mode
 LoRA adapter) feed all three paths:
 
   fast    basealign: packed + prefix-shared row (`collate_packed`), basealign attention,
-          fused log-probs, `preference_loss`
+          fused log-probs, `training.step.preference_step`
   padded  basealign: `collate_padded` rows `P C` / `P R` (right-padded), same fused log-probs
   trl     trl.DPOTrainer.training_step on the batch TRL's own `DataCollatorForPreference`
           builds from the same records (TRL 1.x re-tokenizes text datasets in `__init__`,
@@ -167,9 +167,9 @@ def run_path(args) -> dict:
 
         from basealign.fastpath import attention
         from basealign.fastpath.logprobs import enable_logprob_forward
-        from basealign.training.losses import preference_loss
+        from basealign.config import LossConfig
         from basealign.fastpath.packing import collate_packed, collate_padded
-        from basealign.training.trainer import preference_logps
+        from basealign.training.step import objective, preference_step
 
         name = attention.register()
         base = build_base(args, name)
@@ -192,10 +192,12 @@ def run_path(args) -> dict:
         collate_s = time.perf_counter() - t0
         batch = batch.to(args.device)
 
+        loss_config = LossConfig(type=["sigmoid"], beta=BETA)
+
         def step():
             ctx = autocast if autocast is not None else _null()
             with ctx:
-                loss, _ = preference_loss(preference_logps(model, None, batch), ["sigmoid"], None, BETA)
+                loss = objective(preference_step(model, None, batch, loss_config), loss_config)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

@@ -19,7 +19,7 @@ from basealign.fastpath.logprobs import enable_logprob_forward, token_logprobs
 from basealign.models.loading import reference_context
 from basealign.fastpath.packing import collate_packed, collate_padded, group_by_token_budget, pair_length
 from basealign.models.tiny import build_tiny_model
-from basealign.training.trainer import sequence_logps
+from basealign.training.step import sequence_logps
 from conftest import random_records
 
 FAMILIES = ("tiny-llama", "tiny-mistral", "tiny-qwen2")

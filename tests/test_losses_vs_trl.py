@@ -14,10 +14,10 @@ from datasets import Dataset
 
 from basealign.fastpath import attention
 from basealign.fastpath.logprobs import enable_logprob_forward
-from basealign.training.losses import preference_loss
 from basealign.fastpath.packing import collate_packed
 from basealign.models.tiny import build_tiny_model
-from basealign.training.trainer import preference_logps
+from basealign.config import LossConfig
+from basealign.training.step import mean_metrics, objective, preference_step
 from conftest import random_records
 
 TOL = 1e-5
@@ -63,9 +63,9 @@ def _our_loss(policy, ref, records, loss_type, weights, beta, label_smoothing):
         model.config._attn_implementation = name
         enable_logprob_forward(model)
     p.train()
-    logps = preference_logps(p, r, collate_packed(records))  # the reference runs without grad
-    loss, metrics = preference_loss(logps, loss_type, weights, beta, label_smoothing)
-    return loss.item(), metrics
+    config = LossConfig(type=loss_type, weights=weights, beta=beta, label_smoothing=label_smoothing)
+    sums = preference_step(p, r, collate_packed(records), config)  # the reference runs without grad
+    return objective(sums, config).item(), mean_metrics(sums)
 
 
 CASES = [

@@ -69,7 +69,7 @@ def test_lora_reference_is_the_base_model(tmp_path):
     from basealign.models.loading import apply_lora, load_model, reference_context
     from basealign.fastpath.packing import collate_packed
     from basealign.models.tiny import materialize_builtin
-    from basealign.training.trainer import sequence_logps
+    from basealign.training.step import sequence_logps
     from conftest import random_records
 
     path = str(materialize_builtin("builtin:tiny-mistral", tmp_path / "base"))

@@ -162,7 +162,7 @@ def score_records(model, records: list[dict], *, has_reference: bool, packing: b
     """(pi_c, pi_r, ref_c, ref_r) per record, in record order."""
     from basealign.models.loading import reference_context
     from basealign.fastpath.packing import collate_packed, collate_padded, group_by_token_budget
-    from basealign.training.trainer import sequence_logps
+    from basealign.training.step import sequence_logps
 
     sharing = packing and prefix_sharing
     results: list[tuple] = []

@@ -107,6 +107,7 @@ class PreferenceBatch:
     real_tokens: int  # tokens that carry data (no padding)
     processed_tokens: int  # tokens the model runs on
     ref_logps: torch.Tensor | None = None  # [2B] precomputed reference sums
+    weight: float = 1.0  # 0 for a filler micro-batch that only keeps ranks in step
 
     def to(self, device) -> "PreferenceBatch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
@@ -114,7 +115,7 @@ class PreferenceBatch:
             move(self.input_ids), move(self.position_ids), move(self.attention_mask),
             None if self.layout is None else self.layout.to(device), self.targets.to(device),
             self.num_pairs, move(self.response_lengths), self.real_tokens, self.processed_tokens,
-            move(self.ref_logps),
+            move(self.ref_logps), self.weight,
         )
 
     def model_inputs(self) -> dict:

@@ -136,9 +136,13 @@ def frozen_copy(model):
 
 @contextlib.contextmanager
 def reference_context(model):
-    """Inside: `model` computes the reference (adapter disabled) for a LoRA model."""
-    if is_peft(model):
-        with model.disable_adapter():
+    """Inside: `model` computes the reference (adapter disabled) for a LoRA model. MODEL may
+    be wrapped for DDP/FSDP/DeepSpeed; the adapter switch is on the PeftModel inside."""
+    from accelerate.utils import extract_model_from_parallel
+
+    inner = extract_model_from_parallel(model)
+    if is_peft(inner):
+        with inner.disable_adapter():
             yield
     else:
         yield

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from basealign.fastpath.packing import collate_packed, group_by_token_budget
-from basealign.training.trainer import reference_logps
+from basealign.training.step import reference_logps
 
 DEFAULT_CACHE = Path.home() / ".cache" / "basealign" / "ref_logps"
 

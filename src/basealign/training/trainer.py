@@ -18,10 +18,8 @@ from torch.utils.data import Dataset, SequentialSampler
 from transformers import Trainer, TrainerCallback
 
 from basealign.config import LossConfig
-from basealign.fastpath.logprobs import sequence_sums
-from basealign.training.losses import PreferenceLogps, preference_loss
-from basealign.models.loading import reference_context
 from basealign.fastpath.packing import PreferenceBatch, collate_packed, collate_padded
+from basealign.training.step import mean_metrics, objective, preference_step
 
 
 class PairGroups(Dataset):
@@ -51,34 +49,6 @@ class PreferenceCollator:
         else:
             batch = collate_padded(records, self.pad_token_id, self.pad_to_multiple_of)
         return {"batch": batch}
-
-
-def sequence_logps(model, batch: PreferenceBatch) -> torch.Tensor:
-    """[2B] log-prob sums: chosen of every pair, then rejected."""
-    token_logps = model(**batch.model_inputs())
-    return sequence_sums(token_logps, batch.targets, 2 * batch.num_pairs)
-
-
-def reference_logps(model, ref_model, batch: PreferenceBatch) -> torch.Tensor:
-    if batch.ref_logps is not None:
-        return batch.ref_logps
-    with torch.no_grad():
-        if ref_model is not None:
-            return sequence_logps(ref_model, batch)
-        with reference_context(_unwrap(model)):
-            return sequence_logps(model, batch)
-
-
-def preference_logps(model, ref_model, batch: PreferenceBatch) -> PreferenceLogps:
-    """Policy and reference sums of a batch, split into the per-pair form the losses take."""
-    policy = sequence_logps(model, batch)
-    ref = reference_logps(model, ref_model, batch)
-    n, lengths = batch.num_pairs, batch.response_lengths
-    return PreferenceLogps(policy[:n], policy[n:], ref[:n], ref[n:], lengths[:n], lengths[n:])
-
-
-def _unwrap(model):
-    return getattr(model, "module", model)  # DDP
 
 
 class PreferenceTrainer(Trainer):
@@ -112,9 +82,8 @@ class PreferenceTrainer(Trainer):
         return (loss, None) if return_outputs else loss
 
     def _loss_and_metrics(self, model, batch: PreferenceBatch):
-        cfg = self.loss_config
-        logps = preference_logps(model, self.ref_model, batch)
-        return preference_loss(logps, cfg.type, cfg.weights, cfg.beta, cfg.label_smoothing)
+        sums = preference_step(model, self.ref_model, batch, self.loss_config)
+        return objective(sums, self.loss_config), mean_metrics(sums)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         with torch.no_grad():
