@@ -76,6 +76,9 @@ class TrainingConfig:
     prefix_sharing: bool = True
     # Pad packed rows to a multiple of this many tokens (some kernels like 8 or 64).
     pad_to_multiple_of: int | None = None
+    # Dropout off in policy and reference (as TRL's disable_dropout): the reference must be
+    # deterministic, and the policy's log-probs comparable with it.
+    disable_dropout: bool = True
     precompute_ref_logps: bool = False
     ref_cache_dir: str | None = None
     logging_steps: int = 1

@@ -107,6 +107,10 @@ class TrainingRun:
             model = apply_lora(model, recipe.lora, recipe.model.gradient_checkpointing)
         elif recipe.model.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if recipe.training.disable_dropout:  # before the reference copy, so both lose it
+            from trl.trainer.utils import disable_dropout_in_model
+
+            disable_dropout_in_model(model)
         self.model = model
 
     def _setup_reference(self) -> None:
@@ -132,20 +136,24 @@ class TrainingRun:
     def _setup_trainer(self) -> None:
         from transformers import TrainingArguments
 
-        from basealign.fastpath.packing import group_by_token_budget
         from basealign.training.trainer import (
-            MetricsFileCallback, PairGroups, PreferenceCollator, PreferenceTrainer, truncate_metrics,
+            MetricsFileCallback, MicroBatches, PreferenceCollator, PreferenceTrainer, micro_batches_for_training,
+            truncate_metrics,
         )
 
         recipe, training, splits = self.recipe, self.recipe.training, self.splits
+        processes = self.state.num_processes
         # The padded path groups pairs exactly as the packed, prefix-shared path does, so it is
         # a batch-for-batch reference; only packing without prefix sharing needs 2P+C+R per pair.
         shared_lengths = training.prefix_sharing or not training.packing
-        groups = group_by_token_budget(splits.train, training.max_tokens_per_batch, training.seed, shared_lengths)
+        train_dataset = micro_batches_for_training(
+            splits.train, training.max_tokens_per_batch, training.seed, shared_lengths, processes,
+            training.gradient_accumulation_steps, training.num_epochs, training.max_steps,
+        )
+        self._log(train_dataset.filler_note(processes))
         eval_dataset = None
         if splits.test:
-            eval_groups = group_by_token_budget(splits.test, training.max_tokens_per_batch, None, shared_lengths)
-            eval_dataset = PairGroups(splits.test, eval_groups)
+            eval_dataset = MicroBatches(splits.test, training.max_tokens_per_batch, None, shared_lengths, processes)
         collator = PreferenceCollator(training.packing, training.prefix_sharing, self.tokenizer.pad_token_id,
                                       self.backend, training.pad_to_multiple_of)
         args = TrainingArguments(**training_arguments(recipe, has_eval=eval_dataset is not None,
@@ -159,7 +167,7 @@ class TrainingRun:
         self.trainer = PreferenceTrainer(
             model=self.model,
             args=args,
-            train_dataset=PairGroups(splits.train, groups),
+            train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             data_collator=collator,
             processing_class=self.tokenizer,
