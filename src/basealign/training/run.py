@@ -22,7 +22,7 @@ from basealign.errors import BasealignError
 from basealign.files import write_atomic
 from basealign.fastpath import attention
 from basealign.models.loading import (
-    apply_lora, check_sliding_window, frozen_copy, load_model, load_tokenizer, model_fingerprint, resolve_model_path,
+    apply_lora, check_sliding_window, frozen_copy, load_model, load_tokenizer, resolve_model_path,
 )
 from basealign.models.tokenize_pairs import tokenize_pairs
 
@@ -122,16 +122,21 @@ class TrainingRun:
             self.ref_model = frozen_copy(self.model)
         if not training.precompute_ref_logps:
             return
-        from basealign.training.reference_cache import attach_reference_logps
+        from basealign.training.reference_cache import attach_reference_logps, weights_fingerprint
 
-        fp = model_fingerprint(self.model_path, recipe.model.dtype, recipe.model.revision)
+        fp = weights_fingerprint(self.model_path, recipe.model.dtype, recipe.model.revision)
         ref_for_cache = frozen_copy(self.model) if recipe.lora is None else None
         self.model.to(self.state.device)
-        for records in (self.splits.train, self.splits.test):
-            if records:
-                cache = attach_reference_logps(records, self.model, ref_for_cache, fp, training.max_tokens_per_batch,
-                                               self.backend, training.ref_cache_dir, self.state.device)
-                self._log(f"reference log-probs cached in {cache.parent}")
+        # The main process computes and writes the cache; the others then read that file.
+        with self.state.main_process_first():
+            for records in (self.splits.train, self.splits.test):
+                if records:
+                    cache = attach_reference_logps(
+                        records, self.model, ref_for_cache, fp, training.max_tokens_per_batch, self.backend,
+                        training.ref_cache_dir, self.state.device, compute=self.state.is_main_process,
+                    )
+                    self._log(f"reference log-probs cached in {cache.parent}")
+        del ref_for_cache
 
     def _setup_trainer(self) -> None:
         from transformers import TrainingArguments
