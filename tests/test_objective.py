@@ -222,3 +222,37 @@ def test_dropout_is_off_by_default_and_kept_on_request(tmp_path, pairs_folder):
 
     assert dropouts(True) and all(p == 0.0 for p in dropouts(True))
     assert any(p == 0.1 for p in dropouts(False))
+
+
+@pytest.mark.parametrize("name,kind", [("ddp", "MULTI_GPU"), ("fsdp2", "FSDP"), ("zero3", "DEEPSPEED")])
+def test_shipped_accelerate_configs_load(name, kind):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(ROOT / "recipes" / "accelerate" / f"{name}.yaml"))
+    assert str(config.distributed_type).endswith(kind)
+    if name == "fsdp2":
+        assert config.fsdp_config["fsdp_version"] == 2
+        assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"  # a loadable adapter at the end
+    if name == "zero3":
+        assert config.deepspeed_config["zero_stage"] == 3
+
+
+def test_a_save_that_leaves_no_adapter_is_an_error_not_saved(tmp_path, pairs_folder, monkeypatch, capsys):
+    """As FSDP's SHARDED_STATE_DICT does: the run must not print "saved to" without a model."""
+    from basealign import cli
+    from transformers import Trainer
+
+    real_save = Trainer.save_model
+
+    def sharded_save(self, output_dir=None, *args, **kwargs):
+        real_save(self, output_dir, *args, **kwargs)
+        if output_dir == str(tmp_path / "run"):  # the final save, not a checkpoint: shards only
+            (tmp_path / "run" / "adapter_model.safetensors").unlink()
+
+    monkeypatch.setattr(Trainer, "save_model", sharded_save)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"data: {{pairs: {pairs_folder}, max_length: 256}}\nlora: {{r: 4, alpha: 8}}\n"
+                      f"training: {{max_steps: 1, max_tokens_per_batch: 700}}\noutput_dir: {tmp_path / 'run'}\n")
+    assert cli.main(["train", str(recipe)]) == 2
+    err = capsys.readouterr()
+    assert "holds no adapter_model.safetensors" in err.err and "saved to" not in err.out

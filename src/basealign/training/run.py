@@ -192,6 +192,7 @@ class TrainingRun:
         self.trainer.save_model(str(self.out))  # every rank: FSDP/ZeRO-3 gather the weights collectively
         if not self.state.is_main_process:
             return
+        self._check_saved_model()
         self.tokenizer.save_pretrained(str(self.out))
         if self.eval_results:
             clean = {k.replace("eval_", "eval/", 1): v for k, v in self.eval_results.items()}
@@ -201,6 +202,16 @@ class TrainingRun:
             from basealign.hub.publish import push
 
             print(push(str(self.out), repo_id=self.recipe.hub.repo_id, private=self.recipe.hub.private))
+
+    def _check_saved_model(self) -> None:
+        """Never report "saved" without a loadable model: a sharded state dict (FSDP's
+        SHARDED_STATE_DICT) leaves no adapter/model file in OUTPUT_DIR."""
+        wanted = ("adapter_model.safetensors",) if self.recipe.lora is not None else ("model.safetensors", "model.safetensors.index.json")
+        if not any((self.out / name).is_file() for name in wanted):
+            raise BasealignError(
+                f"training finished but {self.out} holds no {' or '.join(wanted)}; with FSDP set "
+                "fsdp_state_dict_type: FULL_STATE_DICT (recipes/accelerate/fsdp2.yaml does)"
+            )
 
     def _write_report(self) -> None:
         from basealign.report import write_report

@@ -175,15 +175,26 @@ class PreferenceTrainer(Trainer):
     def __init__(self, *args, loss_config: LossConfig, ref_model=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.loss_config = loss_config
-        self.ref_model = ref_model
-        if ref_model is not None:
-            self.ref_model = ref_model.to(self.args.device)
+        self.ref_model = None if ref_model is None else self._prepare_reference(ref_model)
         # compute_loss divides by the step's global pair count itself: no division by the
         # number of accumulation steps, and no loss kwargs for the model
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = True
         self._windows = {"train": Window(loss_config), "eval": Window(loss_config)}
         self._window_start = time.perf_counter()
+
+    def _prepare_reference(self, ref_model):
+        """A full fine-tune's frozen reference, sharded the way the policy is (as TRL does),
+        in eval mode: ZeRO-3 or FSDP ranks each hold a shard, not a full copy."""
+        from trl.models import prepare_deepspeed, prepare_fsdp
+
+        if self.is_deepspeed_enabled:
+            ref_model = prepare_deepspeed(ref_model, self.accelerator)
+        elif self.is_fsdp_enabled:
+            ref_model = prepare_fsdp(ref_model, self.accelerator)
+        else:
+            ref_model = ref_model.to(self.args.device)
+        return ref_model.eval()
 
     def _get_train_sampler(self, train_dataset=None):
         # the dataset orders (and regroups) itself per epoch; a fixed order makes resume exact
