@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from basealign.fastpath import attention
-from basealign.config import Recipe, load_recipe, recipe_to_yaml
+from basealign.config import Recipe, load_recipe, recipe_to_yaml, training_arguments
 from basealign.errors import BasealignError
 from basealign.models.loading import (
     apply_lora, check_sliding_window, frozen_copy, load_model, load_tokenizer, model_fingerprint, resolve_model_path,
@@ -142,32 +142,7 @@ def run(recipe: Recipe, resume: bool = False) -> Path:
         eval_dataset = PairGroups(splits.test, group_by_token_budget(splits.test, training.max_tokens_per_batch, None, shared_lengths))
     collator = PreferenceCollator(training.packing, training.prefix_sharing, tokenizer.pad_token_id, backend, training.pad_to_multiple_of)
 
-    half = {"bfloat16": {"bf16": True}, "float16": {"fp16": True}}.get(recipe.model.dtype, {})
-    args = TrainingArguments(
-        output_dir=str(out),
-        per_device_train_batch_size=1,
-        per_device_eval_batch_size=1,
-        gradient_accumulation_steps=training.gradient_accumulation_steps,
-        learning_rate=training.learning_rate,
-        lr_scheduler_type=training.lr_scheduler_type,
-        warmup_steps=training.warmup_ratio,
-        weight_decay=training.weight_decay,
-        max_grad_norm=training.max_grad_norm,
-        num_train_epochs=training.num_epochs,
-        max_steps=training.max_steps,
-        logging_steps=training.logging_steps,
-        save_steps=training.save_steps,
-        save_total_limit=training.save_total_limit,
-        eval_strategy="steps" if (training.eval_steps and eval_dataset is not None) else "no",
-        eval_steps=training.eval_steps,
-        seed=training.seed,
-        data_seed=training.seed,
-        report_to=training.report_to or "none",
-        remove_unused_columns=False,
-        dataloader_num_workers=training.dataloader_num_workers,
-        use_cpu=device.type == "cpu",
-        **half,
-    )
+    args = TrainingArguments(**training_arguments(recipe, out, device.type == "cpu", eval_dataset is not None))
     metrics_path = out / "metrics.jsonl"
     if checkpoint is None:
         metrics_path.unlink(missing_ok=True)
