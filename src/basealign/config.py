@@ -63,7 +63,9 @@ class ModelConfig:
 @dataclass
 class LoraConfig:
     r: int = field(default=16, metadata={"help": "LoRA rank, >= 1."})
-    alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (the update is scaled by alpha / r), > 0."})
+    alpha: int = field(
+        default=32, metadata={"help": "LoRA scaling numerator (the update is scaled by alpha / r), > 0."}
+    )
     dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input, in [0, 1)."})
     target_modules: Union[str, list[str]] = field(
         default="all-linear",
@@ -229,7 +231,8 @@ class Recipe:
     hub: HubConfig = field(default_factory=HubConfig, metadata={"help": "Publishing to the Hugging Face Hub."})
     recipe_dir: str | None = field(
         default=None,
-        metadata={"loader": True, "help": "Folder the recipe file was read from; relative data paths resolve against it."},
+        # Set by the loader, not by a recipe: `fields` does not list it and a recipe may not set it.
+        metadata={"loader": True, "help": "Folder the recipe file was read from; relative data paths resolve here."},
     )
 
 
@@ -327,10 +330,14 @@ def _user_fields(cls: type) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(cls) if not f.metadata.get("loader")]
 
 
+def _options(hint: Any) -> tuple[Any, ...]:
+    """The types a hint allows: `int | None` -> (int, NoneType)."""
+    return typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
+
+
 def _section_class(hint: Any) -> type | None:
     """The dataclass of a section's type hint (`LoraConfig | None` included), else None."""
-    options = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
-    return next((o for o in options if dataclasses.is_dataclass(o)), None)
+    return next((o for o in _options(hint) if dataclasses.is_dataclass(o)), None)
 
 
 def _shape(raw: Any, cls: type, where: str) -> dict[str, Any]:
@@ -360,7 +367,7 @@ def _shape(raw: Any, cls: type, where: str) -> dict[str, Any]:
         elif hints[key] is bool and not isinstance(value, bool):
             raise BasealignError(f"{name}: expected bool (true/false), got {_type_name(value)} {value!r}")
         elif _list_item(hints[key]) is not None:
-            if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            if isinstance(value, (str, int, float)) and not isinstance(value, bool) and str not in _options(hints[key]):
                 value = [value]
             if isinstance(value, list) and any(isinstance(v, (list, dict)) for v in value):
                 raise BasealignError(f"{name}: expected {_hint_name(hints[key])}, got {value!r}")
@@ -370,10 +377,8 @@ def _shape(raw: Any, cls: type, where: str) -> dict[str, Any]:
 
 def _list_item(hint: Any) -> Any:
     """The item type of a list-typed hint (`list[float] | None` included), else None."""
-    options = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
-    lists = [o for o in options if typing.get_origin(o) is list]
-    # `str | list[str]` (lora.target_modules) takes a scalar as is.
-    return typing.get_args(lists[0])[0] if lists and str not in options else None
+    lists = [o for o in _options(hint) if typing.get_origin(o) is list]
+    return typing.get_args(lists[0])[0] if lists else None
 
 
 def _type_error(full_key: str, raw: dict[str, Any]) -> str:
@@ -442,8 +447,6 @@ def _check_semantics(recipe: Recipe) -> None:
             f"training.max_tokens_per_batch ({training.max_tokens_per_batch}) must be >= 2 x data.max_length "
             f"({2 * data.max_length}) so every pair fits a micro-batch"
         )
-    if training.gradient_accumulation_steps < 1:
-        raise BasealignError("training.gradient_accumulation_steps must be >= 1")
     if recipe.lora is not None:
         if recipe.lora.r < 1 or recipe.lora.alpha <= 0:
             raise BasealignError("lora.r must be >= 1 and lora.alpha > 0")
@@ -472,11 +475,13 @@ def _check_training(training: TrainingConfig) -> None:
     for name, value in positive.items():
         if value is not None and value <= 0:
             raise BasealignError(f"training.{name} must be > 0, got {value}")
+    if training.gradient_accumulation_steps < 1:
+        raise BasealignError("training.gradient_accumulation_steps must be >= 1")
     for name in ("weight_decay", "max_grad_norm", "dataloader_num_workers"):
         if getattr(training, name) < 0:
             raise BasealignError(f"training.{name} must be >= 0, got {getattr(training, name)}")
     if not 0.0 <= training.warmup_ratio < 1.0:
-        raise BasealignError(f"training.warmup_ratio must be in [0, 1) (a fraction of all steps), got {training.warmup_ratio}")
+        raise BasealignError(f"training.warmup_ratio must be in [0, 1), got {training.warmup_ratio}")
     if training.max_steps == 0 or training.max_steps < -1:
         raise BasealignError(f"training.max_steps must be > 0, or -1 to train for num_epochs; got {training.max_steps}")
     if training.max_steps == -1 and training.num_epochs <= 0:
