@@ -84,13 +84,13 @@ def test_warmup_ratio_is_a_fraction_of_all_steps():
     from transformers import TrainingArguments
 
     recipe = recipe_from_dict({"training": {"warmup_ratio": 0.1}})
-    args = TrainingArguments(**training_arguments(recipe, "out", device_is_cpu=True, has_eval=False))
+    args = TrainingArguments(**training_arguments(recipe, has_eval=False, use_cpu=True))
     assert args.get_warmup_steps(200) == 20
 
 
 def test_scheduler_that_needs_evaluation_is_accepted_with_it():
     recipe = recipe_from_dict({"training": {"lr_scheduler_type": "reduce_lr_on_plateau", "eval_steps": 5}})
-    assert training_arguments(recipe, "out", device_is_cpu=True, has_eval=True)["eval_strategy"] == "steps"
+    assert training_arguments(recipe, has_eval=True, use_cpu=True)["eval_strategy"] == "steps"
 
 
 def _declared_fields(cls: type, prefix: str = "") -> list[dataclasses.Field]:

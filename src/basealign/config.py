@@ -66,7 +66,10 @@ class LoraConfig:
     alpha: int = field(
         default=32, metadata={"help": "LoRA scaling numerator (the update is scaled by alpha / r), > 0."}
     )
-    dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input, in [0, 1)."})
+    dropout: float = field(
+        default=0.05,
+        metadata={"help": "Dropout on the LoRA input, in [0, 1); in effect only with training.disable_dropout: false."},
+    )
     target_modules: Union[str, list[str]] = field(
         default="all-linear",
         metadata={"help": "Modules that get adapters: a list of module names (e.g. [q_proj, v_proj]), or all-linear "
@@ -168,6 +171,12 @@ class TrainingConfig:
         default=None,
         metadata={"help": "Pad each row to a multiple of this many tokens (some kernels like 8 or 64), >= 1; "
                           "null: no padding."},
+    )
+    disable_dropout: bool = field(
+        default=True,
+        metadata={"help": "Turn dropout off in the policy and the reference (as TRL's disable_dropout): the "
+                          "reference must be deterministic and the policy's log-probs comparable with it. Also turns "
+                          "lora.dropout off."},
     )
     precompute_ref_logps: bool = field(
         default=False,
@@ -515,7 +524,7 @@ _DERIVED_FROM = {"eval_strategy": "training.eval_steps", "report_to": "training.
                  "bf16": "model.dtype", "fp16": "model.dtype"}
 
 
-def training_arguments(recipe: Recipe, output_dir: str | Path, device_is_cpu: bool, has_eval: bool) -> dict[str, Any]:
+def training_arguments(recipe: Recipe, has_eval: bool, use_cpu: bool) -> dict[str, Any]:
     """The keyword arguments of transformers' TrainingArguments for RECIPE: the one place they are mapped."""
     kwargs: dict[str, Any] = {}
     for name, path in _FROM_RECIPE.items():
@@ -523,14 +532,14 @@ def training_arguments(recipe: Recipe, output_dir: str | Path, device_is_cpu: bo
         kwargs[name] = getattr(getattr(recipe, section), key)
     half = {"bfloat16": {"bf16": True}, "float16": {"fp16": True}}.get(recipe.model.dtype, {})
     return kwargs | half | dict(
-        output_dir=str(output_dir),
+        output_dir=recipe.output_dir,
         # A micro-batch is one packed row holding many pairs; its size is max_tokens_per_batch.
         per_device_train_batch_size=1,
         per_device_eval_batch_size=1,
         eval_strategy="steps" if (recipe.training.eval_steps and has_eval) else "no",
         report_to=recipe.training.report_to or "none",
         remove_unused_columns=False,
-        use_cpu=device_is_cpu,
+        use_cpu=use_cpu,
     )
 
 
@@ -563,8 +572,7 @@ def _check_training_arguments(recipe: Recipe) -> None:
 
     try:
         # On CPU so that the check does not depend on this machine's GPU (bf16 support).
-        Unplaced(**training_arguments(recipe, recipe.output_dir, device_is_cpu=True,
-                                      has_eval=recipe.data.eval_split is not None))
+        Unplaced(**training_arguments(recipe, has_eval=recipe.data.eval_split is not None, use_cpu=True))
     except ValueError as err:
         message = str(err).splitlines()[0]
         names = _FROM_RECIPE | _DERIVED_FROM
