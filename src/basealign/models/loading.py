@@ -128,6 +128,7 @@ def is_peft(model) -> bool:
 
 
 def frozen_copy(model):
+    # Not trl.create_reference_model: same result, but in trl 1.16 a deprecated shim over trl.experimental.
     ref = copy.deepcopy(model)
     ref.requires_grad_(False)
     ref.eval()
