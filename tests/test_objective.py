@@ -256,3 +256,38 @@ def test_a_save_that_leaves_no_adapter_is_an_error_not_saved(tmp_path, pairs_fol
     assert cli.main(["train", str(recipe)]) == 2
     err = capsys.readouterr()
     assert "holds no adapter_model.safetensors" in err.err and "saved to" not in err.out
+
+
+def _setup_data_worker(rank: int, world: int, port: int, base: str, rounds: int) -> None:
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"})
+    from accelerate import PartialState
+
+    from basealign.training.run import TrainingRun
+
+    state = PartialState(cpu=True)
+    for i in range(rounds):
+        recipe = recipe_from_dict({
+            "model": {"name_or_path": "builtin:tiny-mistral"},
+            "data": {"pairs": str(ROOT / "recipes/data/quickstart.yaml"), "max_length": 256},
+            "training": {"max_tokens_per_batch": 600},
+            "output_dir": f"{base}/round{i}",
+        })
+        training_run = TrainingRun(recipe)
+        training_run._setup_output()
+        training_run._setup_data()  # raises (and fails the spawn) on a half-written or doubly prepared folder
+        assert len(training_run.splits.train) > 50
+        state.wait_for_everyone()
+    state.destroy_process_group()
+
+
+def test_two_ranks_on_an_unprepared_data_recipe_never_fail(tmp_path):
+    import socket
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_setup_data_worker, args=(2, port, str(tmp_path), 6), nprocs=2, join=True)
+    for i in range(6):
+        assert (tmp_path / f"round{i}" / "data" / "train.parquet").is_file()

@@ -83,7 +83,8 @@ class TrainingRun:
         recipe = self.recipe
         search = [recipe.recipe_dir] if recipe.recipe_dir else []
         with self.state.main_process_first():
-            self.pairs_dir = resolve_pairs(recipe.data.pairs, self.out / "data", search)
+            self.pairs_dir = resolve_pairs(recipe.data.pairs, self.out / "data", search,
+                                           prepare_recipe=self.state.is_main_process)
             self.model_path = resolve_model_path(recipe.model.name_or_path, self.out)
         if self.state.is_main_process and (self.pairs_dir / "stats.json").exists():
             write_atomic(self.out / "data_stats.json", (self.pairs_dir / "stats.json").read_text())
