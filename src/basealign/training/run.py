@@ -17,7 +17,7 @@ from basealign.fastpath import attention
 from basealign.config import Recipe, load_recipe, recipe_to_yaml
 from basealign.errors import BasealignError
 from basealign.models.loading import (
-    apply_lora, check_sliding_window, frozen_copy, load_model, load_tokenizer, model_fingerprint, resolve_model_path,
+    apply_lora, check_packed_support, frozen_copy, load_model, load_tokenizer, model_fingerprint, resolve_model_path,
 )
 from basealign.fastpath.packing import group_by_token_budget
 from basealign.models.tokenize_pairs import tokenize_pairs
@@ -103,9 +103,9 @@ def run(recipe: Recipe, resume: bool = False) -> Path:
     device = _device()
     set_seed(recipe.training.seed)  # before LoRA init, which draws from the global RNG
     model = load_model(recipe.model, model_path)
-    check_sliding_window(model, recipe.data.max_length)
+    check_packed_support(model, recipe.training.packing)
     try:
-        backend, why = attention.choose_backend(recipe.model.attn_implementation, device, model.dtype)
+        backend, why = attention.choose_backend(recipe.model.attn_implementation, device, model.dtype, model.config)
     except ValueError as err:
         raise BasealignError(f"model.attn_implementation: {err}") from None
     print(f"basealign: attention backend {backend} ({why})")
@@ -133,13 +133,13 @@ def run(recipe: Recipe, resume: bool = False) -> Path:
         print(f"basealign: reference log-probs cached in {cache.parent}")
         del ref_for_cache
 
-    # The padded path groups pairs exactly as the packed, prefix-shared path does, so it is
-    # a batch-for-batch reference; only packing without prefix sharing needs 2P+C+R per pair.
-    shared_lengths = training.prefix_sharing or not training.packing
-    groups = group_by_token_budget(splits.train, training.max_tokens_per_batch, training.seed, shared_lengths)
+    # A batch's cost is what the model runs on: packed lengths, or the padded tensor.
+    padded = not training.packing
+    groups = group_by_token_budget(splits.train, training.max_tokens_per_batch, training.seed, training.prefix_sharing, padded)
     eval_dataset = None
     if splits.test:
-        eval_dataset = PairGroups(splits.test, group_by_token_budget(splits.test, training.max_tokens_per_batch, None, shared_lengths))
+        eval_dataset = PairGroups(splits.test, group_by_token_budget(
+            splits.test, training.max_tokens_per_batch, None, training.prefix_sharing, padded))
     collator = PreferenceCollator(training.packing, training.prefix_sharing, tokenizer.pad_token_id, backend, training.pad_to_multiple_of)
 
     half = {"bfloat16": {"bf16": True}, "float16": {"fp16": True}}.get(recipe.model.dtype, {})
