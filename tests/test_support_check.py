@@ -217,7 +217,7 @@ def test_doctor_model_says_exact_or_not_from_the_config_alone(tmp_path, capsys):
     assert "gemma3_text" in out and "packed path: exact" in out and "sliding windows of 8" in out and "sdpa" in out
     assert main(["doctor", "--model", str(tmp_path / "lfm2")]) == 0
     out = capsys.readouterr().out
-    assert "not exact" in out and "conv" in out and "training.packing=false" in out
+    assert "not exact" in out and "kind conv" in out and "training.packing=false" in out
     assert main(["doctor", "--model", "builtin:tiny-llama"]) == 0
     assert "packed path: exact" in capsys.readouterr().out
 
@@ -227,3 +227,13 @@ def test_doctor_model_bad_input_is_one_line(spec, capsys):
     assert main(["doctor", "--model", spec]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--model" in err
+
+
+def test_attention_sinks_are_refused_from_the_modules():
+    """gpt-oss's config does not name its sinks; its attention modules do."""
+    from transformers import GptOssConfig
+
+    model = _tiny(GptOssConfig(**TINY, head_dim=8, num_local_experts=2, num_experts_per_tok=1,
+                               layer_types=["sliding_attention", "full_attention"]))
+    with pytest.raises(BasealignError, match="sinks"):
+        check_packed_support(model, packing=True)

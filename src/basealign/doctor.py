@@ -107,7 +107,12 @@ def model_report(name_or_path: str, device: torch.device) -> list[str]:
     model_class = AutoModelForCausalLM._model_mapping.get(type(config), None)
     if model_class is None:
         return [f"  model {name_or_path}: {config.model_type} has no causal-LM class in transformers; basealign cannot train it"]
-    exact, why = attention.packed_support(config, model_class)
+    try:  # a weightless skeleton shows the modules (e.g. attention sinks) the config does not name
+        with torch.device("meta"):
+            modules = list(AutoModelForCausalLM.from_config(config).modules())
+    except Exception:  # noqa: BLE001 - the config-only verdict still stands
+        modules = None
+    exact, why = attention.packed_support(config, model_class, modules)
     packed = f"exact ({why})" if exact else f"not exact ({why}); train it with training.packing=false"
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     backend, backend_why = attention.choose_backend("auto", device, dtype, config)

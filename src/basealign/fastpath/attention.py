@@ -139,13 +139,12 @@ _MIXER_FIELD = re.compile(
 )
 
 
-def packed_support(config, model_class=None) -> tuple[bool, str]:
-    """(exact, why) for the packed layout on a model, from its config (and class, when known)."""
+def packed_support(config, model_class=None, modules=None) -> tuple[bool, str]:
+    """(exact, why) for the packed layout on a model, from its config, and its class and
+    modules when known (a skeleton on the meta device will do)."""
     text = config.get_text_config()
     if getattr(text, "is_encoder_decoder", False):
         return False, "an encoder-decoder model"
-    if model_class is not None and not getattr(model_class, "_supports_attention_backend", False):
-        return False, f"{model_class.__name__} does not run its attention through transformers' AttentionInterface"
     kinds = set()
     for name in _LAYER_LISTS:
         value = getattr(text, name, None)
@@ -153,7 +152,7 @@ def packed_support(config, model_class=None) -> tuple[bool, str]:
             kinds |= {str(kind) for kind in value}
     others = sorted(kinds - EXACT_LAYER_KINDS)
     if others:
-        return False, f"layers of kind {', '.join(others)} mix tokens outside attention"
+        return False, f"it has layers of kind {', '.join(others)}, which the packed layout cannot keep apart per pair"
     mixers = sorted(k for k, v in text.to_dict().items() if _MIXER_FIELD.match(k) and v is not None and v is not False)
     if mixers:
         return False, f"its config describes a non-attention token mixer ({', '.join(mixers[:3])})"
@@ -163,11 +162,18 @@ def packed_support(config, model_class=None) -> tuple[bool, str]:
         return False, "bidirectional attention"
     if getattr(text, "alibi", False) or getattr(text, "use_alibi", False):
         return False, "ALiBi position biases"
+    if model_class is not None and not getattr(model_class, "_supports_attention_backend", False):
+        return False, f"{model_class.__name__} does not run its attention through transformers' AttentionInterface"
+    sinks = next((type(m).__name__ for m in modules or () if isinstance(getattr(m, "sinks", None), torch.Tensor)), None)
+    if sinks:
+        return False, f"attention sinks ({sinks}.sinks)"
+    how = ["causal"]
     windows = model_windows(text)
-    how = f"causal attention, sliding windows of {', '.join(map(str, sorted(windows)))} masked by position" if windows else "full causal attention"
+    if windows:
+        how.append(f"sliding windows of {', '.join(map(str, sorted(windows)))} masked by position within each branch")
     if getattr(text, "attn_logit_softcapping", None) is not None:
-        how += ", attention soft-capping"
-    return True, how + " in every layer, through basealign's registered attention"
+        how.append("attention soft-capping")
+    return True, "every layer is attention through basealign's registered function: " + ", ".join(how)
 
 
 def packed_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):

@@ -109,7 +109,7 @@ def check_packed_support(model, packing: bool) -> None:
     (decided from its config and class: attention.packed_support)."""
     if not packing:
         return
-    exact, why = attention.packed_support(model.config, type(model))
+    exact, why = attention.packed_support(model.config, type(model), model.modules())
     if not exact:
         raise BasealignError(
             f"model type {model.config.model_type}: the packed path is not exact for it ({why}); set training.packing=false"
