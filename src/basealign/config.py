@@ -76,6 +76,9 @@ class TrainingConfig:
     prefix_sharing: bool = True
     # Pad packed rows to a multiple of this many tokens (some kernels like 8 or 64).
     pad_to_multiple_of: int | None = None
+    # Dropout off in policy and reference (as TRL's disable_dropout): the reference must be
+    # deterministic, and the policy's log-probs comparable with it.
+    disable_dropout: bool = True
     precompute_ref_logps: bool = False
     ref_cache_dir: str | None = None
     logging_steps: int = 1
@@ -312,3 +315,39 @@ def _check_semantics(recipe: Recipe) -> None:
         training.prefix_sharing = False
     if recipe.hub.push and not recipe.hub.repo_id:
         raise BasealignError("hub.push is true but hub.repo_id is not set")
+
+
+# ---------------------------------------------------------------- TrainingArguments
+
+
+def training_arguments(recipe: Recipe, has_eval: bool, use_cpu: bool) -> dict[str, Any]:
+    """The recipe's `training` section as keyword arguments of transformers' TrainingArguments."""
+    training = recipe.training
+    half = {"bfloat16": {"bf16": True}, "float16": {"fp16": True}}.get(recipe.model.dtype, {})
+    return dict(
+        output_dir=recipe.output_dir,
+        per_device_train_batch_size=1,  # a dataset item is a whole micro-batch
+        per_device_eval_batch_size=1,
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
+        learning_rate=training.learning_rate,
+        lr_scheduler_type=training.lr_scheduler_type,
+        # transformers 5 reads a warmup_steps float in [0, 1) as a ratio of the total steps; the
+        # recipe check keeps warmup_ratio in [0, 1) so it is never taken as a step count
+        warmup_steps=training.warmup_ratio,
+        weight_decay=training.weight_decay,
+        max_grad_norm=training.max_grad_norm,
+        num_train_epochs=training.num_epochs,
+        max_steps=training.max_steps,
+        logging_steps=training.logging_steps,
+        save_steps=training.save_steps,
+        save_total_limit=training.save_total_limit,
+        eval_strategy="steps" if (training.eval_steps and has_eval) else "no",
+        eval_steps=training.eval_steps,
+        seed=training.seed,
+        data_seed=training.seed,
+        report_to=training.report_to or "none",
+        remove_unused_columns=False,
+        dataloader_num_workers=training.dataloader_num_workers,
+        use_cpu=use_cpu,
+        **half,
+    )

@@ -1,7 +1,13 @@
-"""`basealign train`: recipe -> data -> model -> Trainer -> adapter, metrics, report.
+"""`basealign train`: a recipe in; an adapter (or full model), metrics and a report out.
 
-This module only wires the pieces in DESIGN.md's data flow together; each piece lives in
-its own module.
+Read `TrainingRun` top to bottom: setup (output folder, data, model, reference, trainer),
+train, finish (save, eval results, report, push). Each stage is a short method that hands
+its results on as attributes; the pieces themselves live in their own modules.
+
+With several processes (accelerate launch / torchrun) every rank runs the same stages;
+work with side effects (preparing data, materializing a builtin model) runs on the main
+process first while the others wait, and everything written after training is written by
+the main process alone.
 """
 
 from __future__ import annotations
@@ -11,15 +17,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from basealign.fastpath import attention
-from basealign.config import Recipe, load_recipe, recipe_to_yaml
+from basealign.config import Recipe, load_recipe, recipe_to_yaml, training_arguments
 from basealign.errors import BasealignError
+from basealign.files import write_atomic
+from basealign.fastpath import attention
 from basealign.models.loading import (
-    apply_lora, check_packed_support, frozen_copy, load_model, load_tokenizer, model_fingerprint, resolve_model_path,
+    apply_lora, check_packed_support, frozen_copy, load_model, load_tokenizer, resolve_model_path,
 )
-from basealign.fastpath.packing import group_by_token_budget
 from basealign.models.tokenize_pairs import tokenize_pairs
 
 
@@ -27,11 +31,12 @@ def train_from_recipe(path: str, overrides=(), resume: bool = False) -> Path:
     return run(load_recipe(path, overrides), resume=resume)
 
 
-def resolve_pairs(recipe: Recipe, run_dir: Path) -> Path:
-    """A prepared pairs folder as is; a data recipe is prepared into RUN_DIR/data."""
-    from basealign.data_prep.prepare import resolve_pairs as resolve
-
-    return resolve(recipe.data.pairs, run_dir / "data", [recipe.recipe_dir] if recipe.recipe_dir else [])
+def run(recipe: Recipe, resume: bool = False) -> Path:
+    training_run = TrainingRun(recipe, resume)
+    training_run.setup()
+    training_run.train()
+    training_run.finish()
+    return training_run.out
 
 
 @dataclass
@@ -40,14 +45,196 @@ class TokenizedSplits:
     test: list[dict]
 
 
-def load_tokenized(recipe: Recipe, pairs_dir: Path, tokenizer) -> TokenizedSplits:
+class TrainingRun:
+    def __init__(self, recipe: Recipe, resume: bool = False):
+        from accelerate import PartialState
+
+        self.recipe, self.resume = recipe, resume
+        self.state = PartialState()  # this process's rank and device, from accelerate
+        self.out = Path(recipe.output_dir)
+
+    def setup(self) -> None:
+        self._setup_output()
+        self._setup_data()
+        self._setup_model()
+        self._setup_reference()
+        self._setup_trainer()
+
+    # ------------------------------------------------------------------ setup
+
+    def _setup_output(self) -> None:
+        """The output folder, and the checkpoint to resume from."""
+        from transformers.trainer_utils import get_last_checkpoint
+
+        self.checkpoint = None
+        if self.resume:
+            self.checkpoint = get_last_checkpoint(str(self.out)) if self.out.is_dir() else None
+            if self.checkpoint is None:
+                raise BasealignError(f"--resume: no checkpoint in {self.out} (nothing to resume from)")
+        if self.state.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.out / "recipe.yaml", recipe_to_yaml(self.recipe))
+
+    def _setup_data(self) -> None:
+        """Pairs folder (a data recipe is prepared once, by the main process), tokenizer,
+        token ids of every pair."""
+        from basealign.data_prep.prepare import resolve_pairs
+
+        recipe = self.recipe
+        search = [recipe.recipe_dir] if recipe.recipe_dir else []
+        with self.state.main_process_first():
+            self.pairs_dir = resolve_pairs(recipe.data.pairs, self.out / "data", search)
+            self.model_path = resolve_model_path(recipe.model.name_or_path, self.out)
+        if self.state.is_main_process and (self.pairs_dir / "stats.json").exists():
+            write_atomic(self.out / "data_stats.json", (self.pairs_dir / "stats.json").read_text())
+        self.tokenizer = load_tokenizer(self.model_path, recipe.model.chat_template, recipe.model.revision)
+        self.splits = load_tokenized(recipe, self.pairs_dir, self.tokenizer, verbose=self.state.is_main_process)
+
+    def _setup_model(self) -> None:
+        """The policy: the model with our attention and log-prob forward, LoRA if asked."""
+        from transformers import set_seed
+
+        recipe = self.recipe
+        set_seed(recipe.training.seed)  # before LoRA init, which draws from the global RNG
+        model = load_model(recipe.model, self.model_path)
+        check_packed_support(model, recipe.training.packing)
+        try:
+            self.backend, why = attention.choose_backend(recipe.model.attn_implementation, self.state.device, model.dtype,
+                                                         model.config)
+        except ValueError as err:
+            raise BasealignError(f"model.attn_implementation: {err}") from None
+        self._log(f"attention backend {self.backend} ({why})")
+        if recipe.lora is not None:
+            model = apply_lora(model, recipe.lora, recipe.model.gradient_checkpointing)
+        elif recipe.model.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if recipe.training.disable_dropout:  # before the reference copy, so both lose it
+            from trl.trainer.utils import disable_dropout_in_model
+
+            disable_dropout_in_model(model)
+        self.model = model
+
+    def _setup_reference(self) -> None:
+        """LoRA: the policy with its adapter disabled (nothing to build). Full fine-tune: a
+        frozen copy. Either way, optionally precomputed once and cached on disk."""
+        recipe, training = self.recipe, self.recipe.training
+        self.ref_model = None
+        if recipe.lora is None and not training.precompute_ref_logps:
+            self.ref_model = frozen_copy(self.model)
+        if not training.precompute_ref_logps:
+            return
+        from basealign.training.reference_cache import attach_reference_logps, weights_fingerprint
+
+        fp = weights_fingerprint(self.model_path, recipe.model.dtype, recipe.model.revision)
+        ref_for_cache = frozen_copy(self.model) if recipe.lora is None else None
+        self.model.to(self.state.device)
+        # The main process computes and writes the cache; the others then read that file.
+        with self.state.main_process_first():
+            for records in (self.splits.train, self.splits.test):
+                if records:
+                    cache = attach_reference_logps(
+                        records, self.model, ref_for_cache, fp, training.max_tokens_per_batch, self.backend,
+                        training.ref_cache_dir, self.state.device, compute=self.state.is_main_process,
+                    )
+                    self._log(f"reference log-probs cached in {cache.parent}")
+        del ref_for_cache
+
+    def _setup_trainer(self) -> None:
+        from transformers import TrainingArguments
+
+        from basealign.training.trainer import (
+            MetricsFileCallback, MicroBatches, PreferenceCollator, PreferenceTrainer, micro_batches_for_training,
+            truncate_metrics,
+        )
+
+        recipe, training, splits = self.recipe, self.recipe.training, self.splits
+        processes = self.state.num_processes
+        # The padded path groups pairs exactly as the packed, prefix-shared path does, so it is
+        # a batch-for-batch reference; only packing without prefix sharing needs 2P+C+R per pair.
+        shared_lengths = training.prefix_sharing or not training.packing
+        train_dataset = micro_batches_for_training(
+            splits.train, training.max_tokens_per_batch, training.seed, shared_lengths, processes,
+            training.gradient_accumulation_steps, training.num_epochs, training.max_steps,
+        )
+        self._log(train_dataset.filler_note(processes))
+        eval_dataset = None
+        if splits.test:
+            eval_dataset = MicroBatches(splits.test, training.max_tokens_per_batch, None, shared_lengths, processes)
+        collator = PreferenceCollator(training.packing, training.prefix_sharing, self.tokenizer.pad_token_id,
+                                      self.backend, training.pad_to_multiple_of)
+        args = TrainingArguments(**training_arguments(recipe, has_eval=eval_dataset is not None,
+                                                      use_cpu=self.state.device.type == "cpu"))
+        metrics_path = self.out / "metrics.jsonl"
+        if self.state.is_main_process:
+            if self.checkpoint is None:
+                metrics_path.unlink(missing_ok=True)
+            else:
+                truncate_metrics(metrics_path, int(Path(self.checkpoint).name.split("-")[-1]))
+        self.trainer = PreferenceTrainer(
+            model=self.model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            data_collator=collator,
+            processing_class=self.tokenizer,
+            loss_config=recipe.loss,
+            ref_model=self.ref_model,
+            callbacks=[MetricsFileCallback(metrics_path)],
+        )
+
+    # ------------------------------------------------------------------ train, finish
+
+    def train(self) -> None:
+        self.trainer.train(resume_from_checkpoint=self.checkpoint)
+        self.eval_results = self.trainer.evaluate() if self.trainer.eval_dataset is not None else None
+
+    def finish(self) -> None:
+        """Save the model, then (main process only) eval results, tokenizer, report, push."""
+        self.trainer.save_model(str(self.out))  # every rank: FSDP/ZeRO-3 gather the weights collectively
+        if not self.state.is_main_process:
+            return
+        self.tokenizer.save_pretrained(str(self.out))
+        if self.eval_results:
+            clean = {k.replace("eval_", "eval/", 1): v for k, v in self.eval_results.items()}
+            write_atomic(self.out / "eval_results.json", json.dumps(clean, indent=2) + "\n")
+        self._write_report()
+        if self.recipe.hub.push:
+            from basealign.hub.publish import push
+
+            print(push(str(self.out), repo_id=self.recipe.hub.repo_id, private=self.recipe.hub.private))
+
+    def _write_report(self) -> None:
+        from basealign.report import write_report
+
+        recipe, training = self.recipe, self.recipe.training
+        details = {
+            "base model": recipe.model.name_or_path,
+            "loss": " + ".join(recipe.loss.type) + f" (beta={recipe.loss.beta})",
+            "adapter": f"LoRA r={recipe.lora.r}, alpha={recipe.lora.alpha}" if recipe.lora else "full fine-tune",
+            "pairs": f"{len(self.splits.train)} train, {len(self.splits.test)} test",
+            "fast path": f"packing={training.packing}, prefix_sharing={training.prefix_sharing}, attention={self.backend}",
+        }
+        md, png = write_report(self.out, f"basealign run: {self.out.name}", details)
+        print(f"basealign: saved to {self.out} (report: {md.name}, {png.name})")
+
+    def _log(self, text: str) -> None:
+        if self.state.is_main_process:
+            print(f"basealign: {text}")
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def load_tokenized(recipe: Recipe, pairs_dir: Path, tokenizer, verbose: bool = True) -> TokenizedSplits:
+    """Token ids of the train split and the eval split; every dropped pair is counted by reason."""
     from basealign.data_prep.prepare import load_pairs
 
     rows = load_pairs(pairs_dir, "train")
     if not rows:
         raise BasealignError(f"the dataset in {pairs_dir} is empty after filtering (0 training pairs)")
     train = tokenize_pairs(rows, tokenizer, recipe.data.max_length, recipe.data.max_prompt_length)
-    _report_drops("train", len(rows), train)
+    if verbose:
+        _report_drops("train", len(rows), train)
     if not train.records:
         reasons = ", ".join(f"{n} {why}" for why, n in train.dropped.items())
         raise BasealignError(
@@ -58,7 +245,8 @@ def load_tokenized(recipe: Recipe, pairs_dir: Path, tokenizer) -> TokenizedSplit
         test_rows = load_pairs(pairs_dir, recipe.data.eval_split)
         if test_rows:
             test = tokenize_pairs(test_rows, tokenizer, recipe.data.max_length, recipe.data.max_prompt_length)
-            _report_drops(recipe.data.eval_split, len(test_rows), test)
+            if verbose:
+                _report_drops(recipe.data.eval_split, len(test_rows), test)
             test_records = test.records
     return TokenizedSplits(train.records, test_records)
 
@@ -71,142 +259,3 @@ def _report_drops(split: str, n_rows: int, tokenized) -> None:
     if tokenized.dropped:
         note += ", dropped: " + ", ".join(f"{n} {why}" for why, n in sorted(tokenized.dropped.items()))
     print(f"basealign: {note}")
-
-
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def run(recipe: Recipe, resume: bool = False) -> Path:
-    from transformers import TrainingArguments, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
-
-    from basealign.training.trainer import MetricsFileCallback, PairGroups, PreferenceCollator, PreferenceTrainer, truncate_metrics
-
-    out = Path(recipe.output_dir)
-    checkpoint = None
-    if resume:
-        checkpoint = get_last_checkpoint(str(out)) if out.is_dir() else None
-        if checkpoint is None:
-            raise BasealignError(f"--resume: no checkpoint in {out} (nothing to resume from)")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
-
-    pairs_dir = resolve_pairs(recipe, out)
-    if (pairs_dir / "stats.json").exists():
-        shutil.copyfile(pairs_dir / "stats.json", out / "data_stats.json")
-
-    model_path = resolve_model_path(recipe.model.name_or_path, out)
-    tokenizer = load_tokenizer(model_path, recipe.model.chat_template, recipe.model.revision)
-    splits = load_tokenized(recipe, pairs_dir, tokenizer)
-
-    device = _device()
-    set_seed(recipe.training.seed)  # before LoRA init, which draws from the global RNG
-    model = load_model(recipe.model, model_path)
-    check_packed_support(model, recipe.training.packing)
-    try:
-        backend, why = attention.choose_backend(recipe.model.attn_implementation, device, model.dtype, model.config)
-    except ValueError as err:
-        raise BasealignError(f"model.attn_implementation: {err}") from None
-    print(f"basealign: attention backend {backend} ({why})")
-
-    training = recipe.training
-    ref_model = None
-    if recipe.lora is not None:
-        model = apply_lora(model, recipe.lora, recipe.model.gradient_checkpointing)
-    else:
-        if recipe.model.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if not training.precompute_ref_logps:
-            ref_model = frozen_copy(model)
-
-    if training.precompute_ref_logps:
-        from basealign.training.reference_cache import attach_reference_logps
-
-        fp = model_fingerprint(model_path, recipe.model.dtype, recipe.model.revision)
-        ref_for_cache = frozen_copy(model) if recipe.lora is None else None
-        model.to(device)
-        for records in (splits.train, splits.test):
-            if records:
-                cache = attach_reference_logps(records, model, ref_for_cache, fp, training.max_tokens_per_batch,
-                                               backend, training.ref_cache_dir, device)
-        print(f"basealign: reference log-probs cached in {cache.parent}")
-        del ref_for_cache
-
-    # A batch's cost is what the model runs on: packed lengths, or the padded tensor.
-    padded = not training.packing
-    groups = group_by_token_budget(splits.train, training.max_tokens_per_batch, training.seed, training.prefix_sharing, padded)
-    eval_dataset = None
-    if splits.test:
-        eval_dataset = PairGroups(splits.test, group_by_token_budget(
-            splits.test, training.max_tokens_per_batch, None, training.prefix_sharing, padded))
-    collator = PreferenceCollator(training.packing, training.prefix_sharing, tokenizer.pad_token_id, backend, training.pad_to_multiple_of)
-
-    half = {"bfloat16": {"bf16": True}, "float16": {"fp16": True}}.get(recipe.model.dtype, {})
-    args = TrainingArguments(
-        output_dir=str(out),
-        per_device_train_batch_size=1,
-        per_device_eval_batch_size=1,
-        gradient_accumulation_steps=training.gradient_accumulation_steps,
-        learning_rate=training.learning_rate,
-        lr_scheduler_type=training.lr_scheduler_type,
-        warmup_steps=training.warmup_ratio,
-        weight_decay=training.weight_decay,
-        max_grad_norm=training.max_grad_norm,
-        num_train_epochs=training.num_epochs,
-        max_steps=training.max_steps,
-        logging_steps=training.logging_steps,
-        save_steps=training.save_steps,
-        save_total_limit=training.save_total_limit,
-        eval_strategy="steps" if (training.eval_steps and eval_dataset is not None) else "no",
-        eval_steps=training.eval_steps,
-        seed=training.seed,
-        data_seed=training.seed,
-        report_to=training.report_to or "none",
-        remove_unused_columns=False,
-        dataloader_num_workers=training.dataloader_num_workers,
-        use_cpu=device.type == "cpu",
-        **half,
-    )
-    metrics_path = out / "metrics.jsonl"
-    if checkpoint is None:
-        metrics_path.unlink(missing_ok=True)
-    else:
-        truncate_metrics(metrics_path, int(Path(checkpoint).name.split("-")[-1]))
-    trainer = PreferenceTrainer(
-        model=model,
-        args=args,
-        train_dataset=PairGroups(splits.train, groups),
-        eval_dataset=eval_dataset,
-        data_collator=collator,
-        processing_class=tokenizer,
-        loss_config=recipe.loss,
-        ref_model=ref_model,
-        callbacks=[MetricsFileCallback(metrics_path)],
-    )
-    trainer.train(resume_from_checkpoint=checkpoint)
-
-    eval_results = trainer.evaluate() if eval_dataset is not None else None
-    trainer.save_model(str(out))
-    tokenizer.save_pretrained(str(out))
-    if eval_results:
-        clean = {k.replace("eval_", "eval/", 1): v for k, v in eval_results.items()}
-        (out / "eval_results.json").write_text(json.dumps(clean, indent=2) + "\n")
-
-    from basealign.report import write_report
-
-    details = {
-        "base model": recipe.model.name_or_path,
-        "loss": " + ".join(recipe.loss.type) + f" (beta={recipe.loss.beta})",
-        "adapter": f"LoRA r={recipe.lora.r}, alpha={recipe.lora.alpha}" if recipe.lora else "full fine-tune",
-        "pairs": f"{len(splits.train)} train, {len(splits.test)} test",
-        "fast path": f"packing={training.packing}, prefix_sharing={training.prefix_sharing}, attention={backend}",
-    }
-    md, png = write_report(out, f"basealign run: {out.name}", details)
-    print(f"basealign: saved to {out} (report: {md.name}, {png.name})")
-
-    if recipe.hub.push:
-        from basealign.hub.publish import push
-
-        print(push(str(out), repo_id=recipe.hub.repo_id, private=recipe.hub.private))
-    return out
