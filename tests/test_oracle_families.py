@@ -24,7 +24,7 @@ from basealign.fastpath import attention
 from basealign.fastpath.logprobs import LogitProcessing, enable_logprob_forward, logit_processing
 from basealign.fastpath.packing import collate_packed, collate_padded
 from basealign.training.step import sequence_logps
-from conftest import random_records
+from conftest import assert_same_adapter_gradients, random_records, with_seeded_lora
 
 RTOL = 1e-5
 WINDOW = 8
@@ -156,32 +156,14 @@ def test_windows_shorter_than_pairs_change_the_result(family):
     assert ((unwindowed - _oracle(family)).abs() / _oracle(family).abs()).max() > 10 * RTOL
 
 
-def _with_lora(model):
-    from peft import LoraConfig, get_peft_model
-
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
-    gen = torch.Generator().manual_seed(7)
-    with torch.no_grad():  # the same non-zero adapter on both sides
-        for name, p in peft_model.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-    return peft_model
-
-
 @pytest.mark.parametrize("family", ["gemma2", "gemma3", "cohere2-window"])
 def test_lora_gradients_match_transformers(family):
     records = random_records(4, seed=5, prompt=(10, 30), response=(1, 12))
-    fast, oracle = _with_lora(_fast_model(family)), _with_lora(_transformers_model(family))
+    fast, oracle = with_seeded_lora(_fast_model(family)), with_seeded_lora(_transformers_model(family))
     weights = torch.linspace(-1.0, 1.0, 2 * len(records))  # any differentiable use of every sum
     (sequence_logps(fast, collate_packed(records)) * weights).sum().backward()
     (transformers_logps(oracle, records) * weights).sum().backward()
-    fast_grads = {n: p.grad for n, p in fast.named_parameters() if p.requires_grad}
-    oracle_grads = {n: p.grad for n, p in oracle.named_parameters() if p.requires_grad}
-    assert fast_grads.keys() == oracle_grads.keys() and fast_grads
-    for name, want in oracle_grads.items():
-        scale = want.abs().max()
-        assert scale > 0, name
-        assert (fast_grads[name] - want).abs().max() <= RTOL * scale, name
+    assert_same_adapter_gradients(fast, oracle, RTOL)
 
 
 def _flash_semantics_kernel(q, k, v, cu_q, cu_k, scale, window_size, softcap=0.0):
