@@ -34,7 +34,7 @@ def _score(args: argparse.Namespace) -> None:
 def _doctor(args: argparse.Namespace) -> None:
     from basealign.doctor import doctor
 
-    print(doctor())
+    print(doctor(args.model))
 
 
 def _push(args: argparse.Namespace) -> None:
@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_score)
 
     p = sub.add_parser("doctor", help="print versions and the backend that would run")
+    p.add_argument("--model", default=None, metavar="NAME_OR_PATH",
+                   help="also say whether the packed path is exact for this model (reads its config only)")
     p.set_defaults(func=_doctor)
 
     p = sub.add_parser("push", help="publish a run to the Hugging Face Hub")

@@ -138,12 +138,12 @@ def tokenize_split(split: str, rows: list[dict], tokenizer, recipe: Recipe) -> S
 # ----------------------------------------------------------------------------- scoring
 
 
-def load_scoring_model(spec: ModelSpec, device: torch.device):
+def load_scoring_model(spec: ModelSpec, device: torch.device, packing: bool = True):
     """(model, has_reference) in eval mode on DEVICE."""
-    from basealign.models.loading import check_sliding_window, load_model
+    from basealign.models.loading import check_packed_support, load_model
 
     model = load_model(spec.recipe.model, spec.model_path)
-    check_sliding_window(model, spec.recipe.data.max_length)
+    check_packed_support(model, packing)
     if spec.adapter_dir is not None:
         from peft import PeftModel
 
@@ -166,7 +166,7 @@ def score_records(model, records: list[dict], *, has_reference: bool, packing: b
 
     sharing = packing and prefix_sharing
     results: list[tuple] = []
-    for group in group_by_token_budget(records, budget, seed=None, prefix_sharing=sharing):
+    for group in group_by_token_budget(records, budget, seed=None, prefix_sharing=sharing, padded=not packing):
         chunk = [records[i] for i in group]
         if packing:
             batch = collate_packed(chunk, sharing, pad_to_multiple_of, pad_token_id, backend)
@@ -256,9 +256,9 @@ def score(model: str, pairs: str, out: str, packing: bool = True, overrides=()) 
             raise BasealignError(f"--pairs: {pairs} holds no pairs (every split is empty)")
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        policy, has_reference = load_scoring_model(spec, device)
+        policy, has_reference = load_scoring_model(spec, device, packing)
         try:
-            backend, _why = attention.choose_backend(recipe.model.attn_implementation, device, policy.dtype)
+            backend, _why = attention.choose_backend(recipe.model.attn_implementation, device, policy.dtype, policy.config)
         except ValueError as err:
             raise BasealignError(f"model.attn_implementation: {err}") from None
 

@@ -22,7 +22,7 @@ from basealign.errors import BasealignError
 from basealign.files import write_atomic
 from basealign.fastpath import attention
 from basealign.models.loading import (
-    apply_lora, check_sliding_window, frozen_copy, load_model, load_tokenizer, resolve_model_path,
+    apply_lora, check_packed_support, frozen_copy, load_model, load_tokenizer, resolve_model_path,
 )
 from basealign.models.tokenize_pairs import tokenize_pairs
 
@@ -98,9 +98,10 @@ class TrainingRun:
         recipe = self.recipe
         set_seed(recipe.training.seed)  # before LoRA init, which draws from the global RNG
         model = load_model(recipe.model, self.model_path)
-        check_sliding_window(model, recipe.data.max_length)
+        check_packed_support(model, recipe.training.packing)
         try:
-            self.backend, why = attention.choose_backend(recipe.model.attn_implementation, self.state.device, model.dtype)
+            self.backend, why = attention.choose_backend(recipe.model.attn_implementation, self.state.device, model.dtype,
+                                                         model.config)
         except ValueError as err:
             raise BasealignError(f"model.attn_implementation: {err}") from None
         self._log(f"attention backend {self.backend} ({why})")
