@@ -22,7 +22,7 @@ from basealign.errors import BasealignError
 from basealign.files import write_atomic
 from basealign.fastpath import attention
 from basealign.models.loading import (
-    apply_lora, check_packed_support, frozen_copy, load_model, load_tokenizer, resolve_model_path,
+    apply_lora, check_packed_support, check_training_dtype, frozen_copy, load_model, load_tokenizer, resolve_model_path,
 )
 from basealign.models.tokenize_pairs import tokenize_pairs
 
@@ -54,6 +54,7 @@ class TrainingRun:
         self.out = Path(recipe.output_dir)
 
     def setup(self) -> None:
+        check_training_dtype(self.recipe.model, self.recipe.lora)  # before any work: a config-only refusal
         self._setup_output()
         self._setup_data()
         self._setup_model()
@@ -150,17 +151,19 @@ class TrainingRun:
 
         recipe, training, splits = self.recipe, self.recipe.training, self.splits
         processes = self.state.num_processes
-        # The padded path groups pairs exactly as the packed, prefix-shared path does, so it is
-        # a batch-for-batch reference; only packing without prefix sharing needs 2P+C+R per pair.
+        # The budget counts the tokens the model runs on: a packed pair's P C R (2P+C+R without
+        # prefix sharing), or the padded path's whole tensor, 2 x pairs x longest row.
         shared_lengths = training.prefix_sharing or not training.packing
+        padded = not training.packing
         train_dataset = micro_batches_for_training(
             splits.train, training.max_tokens_per_batch, training.seed, shared_lengths, processes,
-            training.gradient_accumulation_steps, training.num_epochs, training.max_steps,
+            training.gradient_accumulation_steps, training.num_epochs, training.max_steps, padded,
         )
         self._log(train_dataset.filler_note(processes))
         eval_dataset = None
         if splits.test:
-            eval_dataset = MicroBatches(splits.test, training.max_tokens_per_batch, None, shared_lengths, processes)
+            eval_dataset = MicroBatches(splits.test, training.max_tokens_per_batch, None, shared_lengths, processes,
+                                        padded=padded)
         collator = PreferenceCollator(training.packing, training.prefix_sharing, self.tokenizer.pad_token_id,
                                       self.backend, training.pad_to_multiple_of)
         args = TrainingArguments(**training_arguments(recipe, has_eval=eval_dataset is not None,
