@@ -7,6 +7,7 @@ code 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from basealign.errors import BasealignError
@@ -21,7 +22,10 @@ def _train(args: argparse.Namespace) -> None:
 def _prepare(args: argparse.Namespace) -> None:
     from basealign.data_prep.prepare import prepare
 
+    from basealign.data_prep.card import source_table
+
     out = prepare(args.recipe, args.overrides)
+    print(source_table(json.loads((out / "stats.json").read_text(encoding="utf-8"))))
     print(f"pairs written to {out}")
 
 
