@@ -99,6 +99,11 @@ def test_dry_run_refuses_non_empty_target(lora_run, tmp_path, capsys):
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
+def test_dry_run_into_a_read_only_folder(lora_run, capsys):
+    assert main(["push", str(lora_run), "--repo-id", REPO, "--dry-run", "/proc/basealign-test"]) == 2
+    assert "--dry-run: cannot write in /proc" in _one_line(capsys.readouterr().err)
+
+
 def test_failed_dry_run_leaves_nothing(lora_run, tmp_path, monkeypatch, capsys):
     import basealign.hub.publish as publish
 

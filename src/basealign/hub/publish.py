@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from basealign.errors import BasealignError
+from basealign.files import check_writable
 from basealign import __version__
 from basealign.hub.model_card import build_model_card, looks_like_hub_id, read_json
 from basealign.report import metrics_lines
@@ -217,6 +218,7 @@ def _dry_run(run: Run, dest: Path, *, repo_id: str, merged: bool, max_shard_size
         raise BasealignError(f"--dry-run folder {dest} already exists and is not empty")
     if not dest.parent.is_dir():
         raise BasealignError(f"--dry-run folder's parent {dest.parent} does not exist")
+    check_writable(dest.parent, "--dry-run")
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
     try:
         files = stage(run, tmp, repo_id=repo_id, merged=merged, max_shard_size=max_shard_size)
