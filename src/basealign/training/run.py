@@ -22,7 +22,7 @@ from basealign.files import write_atomic
 from basealign.fastpath import attention
 from basealign.hub.reach import require_hub_repo
 from basealign.models.loading import (
-    apply_lora, check_sliding_window, frozen_copy, load_model, load_tokenizer, model_fingerprint, resolve_model_path,
+    apply_lora, check_sliding_window, frozen_copy, load_model, load_tokenizer, resolve_model_path,
 )
 from basealign.models.tokenize_pairs import tokenize_pairs
 from basealign.training.plan import check_model
@@ -94,7 +94,8 @@ class TrainingRun:
         recipe = self.recipe
         search = [recipe.recipe_dir] if recipe.recipe_dir else []
         with self.state.main_process_first():
-            self.pairs_dir = resolve_pairs(recipe.data.pairs, self.out / "data", search)
+            self.pairs_dir = resolve_pairs(recipe.data.pairs, self.out / "data", search,
+                                           prepare_recipe=self.state.is_main_process)
             self.model_path = resolve_model_path(recipe.model.name_or_path, self.out)
         require_hub_repo(self.model_path, recipe.model.revision)
         check_model(recipe, self.model_path)  # before any weights load
@@ -118,6 +119,10 @@ class TrainingRun:
             model = apply_lora(model, recipe.lora, recipe.model.gradient_checkpointing)
         elif recipe.model.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if recipe.training.disable_dropout:  # before the reference copy, so both lose it
+            from trl.trainer.utils import disable_dropout_in_model
+
+            disable_dropout_in_model(model)
         self.model = model
 
     def _setup_reference(self) -> None:
@@ -129,34 +134,43 @@ class TrainingRun:
             self.ref_model = frozen_copy(self.model)
         if not training.precompute_ref_logps:
             return
-        from basealign.training.reference_cache import attach_reference_logps
+        from basealign.training.reference_cache import attach_reference_logps, weights_fingerprint
 
-        fp = model_fingerprint(self.model_path, recipe.model.dtype, recipe.model.revision)
+        fp = weights_fingerprint(self.model_path, recipe.model.dtype, recipe.model.revision)
         ref_for_cache = frozen_copy(self.model) if recipe.lora is None else None
         self.model.to(self.state.device)
-        for records in (self.splits.train, self.splits.test):
-            if records:
-                cache = attach_reference_logps(records, self.model, ref_for_cache, fp, training.max_tokens_per_batch,
-                                               self.backend, training.ref_cache_dir, self.state.device)
-                self._log(f"reference log-probs cached in {cache.parent}")
+        # The main process computes and writes the cache; the others then read that file.
+        with self.state.main_process_first():
+            for records in (self.splits.train, self.splits.test):
+                if records:
+                    cache = attach_reference_logps(
+                        records, self.model, ref_for_cache, fp, training.max_tokens_per_batch, self.backend,
+                        training.ref_cache_dir, self.state.device, compute=self.state.is_main_process,
+                    )
+                    self._log(f"reference log-probs cached in {cache.parent}")
+        del ref_for_cache
 
     def _setup_trainer(self) -> None:
         from transformers import TrainingArguments
 
-        from basealign.fastpath.packing import group_by_token_budget
         from basealign.training.trainer import (
-            MetricsFileCallback, PairGroups, PreferenceCollator, PreferenceTrainer, truncate_metrics,
+            MetricsFileCallback, MicroBatches, PreferenceCollator, PreferenceTrainer, micro_batches_for_training,
+            truncate_metrics,
         )
 
         recipe, training, splits = self.recipe, self.recipe.training, self.splits
+        processes = self.state.num_processes
         # The padded path groups pairs exactly as the packed, prefix-shared path does, so it is
         # a batch-for-batch reference; only packing without prefix sharing needs 2P+C+R per pair.
         shared_lengths = training.prefix_sharing or not training.packing
-        groups = group_by_token_budget(splits.train, training.max_tokens_per_batch, training.seed, shared_lengths)
+        train_dataset = micro_batches_for_training(
+            splits.train, training.max_tokens_per_batch, training.seed, shared_lengths, processes,
+            training.gradient_accumulation_steps, training.num_epochs, training.max_steps,
+        )
+        self._log(train_dataset.filler_note(processes))
         eval_dataset = None
         if splits.test:
-            eval_groups = group_by_token_budget(splits.test, training.max_tokens_per_batch, None, shared_lengths)
-            eval_dataset = PairGroups(splits.test, eval_groups)
+            eval_dataset = MicroBatches(splits.test, training.max_tokens_per_batch, None, shared_lengths, processes)
         collator = PreferenceCollator(training.packing, training.prefix_sharing, self.tokenizer.pad_token_id,
                                       self.backend, training.pad_to_multiple_of)
         args = TrainingArguments(**training_arguments(recipe, has_eval=eval_dataset is not None,
@@ -170,7 +184,7 @@ class TrainingRun:
         self.trainer = PreferenceTrainer(
             model=self.model,
             args=args,
-            train_dataset=PairGroups(splits.train, groups),
+            train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             data_collator=collator,
             processing_class=self.tokenizer,
@@ -190,6 +204,7 @@ class TrainingRun:
         self.trainer.save_model(str(self.out))  # every rank: FSDP/ZeRO-3 gather the weights collectively
         if not self.state.is_main_process:
             return
+        self._check_saved_model()
         self.tokenizer.save_pretrained(str(self.out))
         if self.eval_results:
             clean = {k.replace("eval_", "eval/", 1): v for k, v in self.eval_results.items()}
@@ -207,6 +222,16 @@ class TrainingRun:
         write_atomic(self.out / "recipe.yaml", recipe_to_yaml(self.recipe))
         if (self.pairs_dir / "stats.json").exists():
             write_atomic(self.out / "data_stats.json", (self.pairs_dir / "stats.json").read_text())
+
+    def _check_saved_model(self) -> None:
+        """Never report "saved" without a loadable model: a sharded state dict (FSDP's
+        SHARDED_STATE_DICT) leaves no adapter/model file in OUTPUT_DIR."""
+        wanted = ("adapter_model.safetensors",) if self.recipe.lora is not None else ("model.safetensors", "model.safetensors.index.json")
+        if not any((self.out / name).is_file() for name in wanted):
+            raise BasealignError(
+                f"training finished but {self.out} holds no {' or '.join(wanted)}; with FSDP set "
+                "fsdp_state_dict_type: FULL_STATE_DICT (recipes/accelerate/fsdp2.yaml does)"
+            )
 
     def _write_report(self) -> None:
         from basealign.report import write_report
