@@ -86,6 +86,14 @@ def tokenize_pairs(rows, tokenizer, max_length: int, max_prompt_length: int | No
     return out
 
 
+def prompt_token_ids(tokenizer, prompt) -> list[int]:
+    """A prompt (text or message list) as the model sees it before its answer: chat template with the
+    generation prompt, BOS first when the tokenizer adds one; the same ids a pair's record starts with."""
+    text = tokenizer.apply_chat_template(_messages(prompt, "user"), tokenize=False, add_generation_prompt=True)
+    bos = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
+    return bos + tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def _adds_bos(tokenizer) -> bool:
     # Models like Mistral/Llama expect BOS first; templates that already emit it do not need it again.
     if tokenizer.bos_token_id is None:
