@@ -161,7 +161,7 @@ def _balance_png(path: Path, result: dict) -> None:
             values = [tasks[t][k][side] for t, k in picked]
             errors = [tasks[t][k][f"{side}_stderr"] or 0 for t, k in picked]
             cap_ax.bar(x + offset, values, 0.4, yerr=errors, capsize=3, label=side, color=color)
-        cap_ax.set_xticks(x, [f"{t}\n{k.split(',')[0]}" for t, k in picked], fontsize=8)
+        cap_ax.set_xticks(x, [f"{t}\n{k.split(',')[0]} ({tasks[t][k]['delta']:+.3f})" for t, k in picked], fontsize=8)
         cap_ax.set_title("general capability: base vs aligned")
         cap_ax.legend(fontsize=8)
         cap_ax.grid(axis="y", alpha=0.3)
@@ -208,11 +208,10 @@ def generations_html(lines: list[dict], run: str) -> str:
             "<tr>"
             f"<td>{line['index']}<br><span class=meta>{e(str(line.get('label')))}<br>{e(str(line.get('source')))}</span></td>"
             f"<td><pre>{e(line['prompt_text'])}</pre></td>"
-            f"<td><pre>{e(line['reference'])}</pre><span class=meta>{line['reference_tokens']} tokens, "
-            f"{e(line['reference_stop'])}</span></td>"
-            f"<td><pre>{e(line['policy'])}</pre><span class=meta>{line['policy_tokens']} tokens, "
-            f"{e(line['policy_stop'])}</span></td>"
-            "</tr>"
+            + "".join(f"<td><pre>{e(line[side]) or '<em>(only whitespace or special tokens)</em>'}</pre><span class=meta>"
+                      f"{line[side + '_tokens']} tokens, {e(line[side + '_stop'])}</span></td>"
+                      for side in ("reference", "policy"))
+            + "</tr>"
         )
     return (
         "<!doctype html>\n<html><head><meta charset=\"utf-8\">"
