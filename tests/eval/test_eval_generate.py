@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from basealign.config import LoraConfig, ModelConfig
+from basealign.config import ModelConfig
 from basealign.eval.generate import Decoding, generate, side_by_side, user_turn_stops
 from basealign.models.chat_templates import TEMPLATES
-from basealign.models.loading import apply_lora, load_model
+from basealign.models.loading import load_model
 from basealign.models.tiny import materialize_builtin
+from conftest import save_lora_run
 
 PROMPTS = ["Hello there, how are you doing today?", "Hi",
            [{"role": "user", "content": "What is two plus two?"}, {"role": "assistant", "content": "Four."},
@@ -82,13 +83,12 @@ def test_stops_at_eos_and_at_the_next_user_turn(tokenizer):
     assert turn.generated == len(" Ok then\n\nHuman:")
 
 
-def test_lora_reference_answers_are_the_base_models(base_path, tokenizer):
-    base = load_model(ModelConfig(), base_path)
-    policy_model = apply_lora(load_model(ModelConfig(), base_path), LoraConfig(r=4, alpha=8, dropout=0.0))
-    with torch.no_grad():
-        for name, param in policy_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.5)
+def test_lora_reference_answers_are_the_base_models(tmp_path, tokenizer):
+    from peft import PeftModel
+
+    run = save_lora_run(tmp_path / "run", lora_b_scale=0.5)
+    base = load_model(ModelConfig(), str(run / "base_model"))
+    policy_model = PeftModel.from_pretrained(load_model(ModelConfig(), str(run / "base_model")), run)
     decoding = Decoding(max_new_tokens=8, batch_size=4)
     policy, reference = side_by_side(policy_model, None, tokenizer, PROMPTS, decoding)
     assert reference == generate(base, tokenizer, PROMPTS, decoding)
