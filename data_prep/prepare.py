@@ -243,11 +243,13 @@ def is_pairs_folder(path) -> bool:
         return False
 
 
-def resolve_pairs(spec, prepare_into, search_dirs=(), label: str = "data.pairs") -> Path:
+def resolve_pairs(spec, prepare_into, search_dirs=(), label: str = "data.pairs", prepare_recipe: bool = True) -> Path:
     """A prepared pairs folder as is; a data recipe (.yaml) is prepared into PREPARE_INTO.
 
     A relative SPEC is looked up in the current directory, then in each of SEARCH_DIRS
     (a training recipe passes its own folder). LABEL names the option in error lines.
+    With PREPARE_RECIPE false (the other processes of a multi-process run) a data recipe
+    is not prepared again: PREPARE_INTO must already hold what the main process wrote.
     """
     path = Path(spec).expanduser()
     candidates = [path] + ([] if path.is_absolute() else [Path(d) / path for d in search_dirs])
@@ -255,7 +257,11 @@ def resolve_pairs(spec, prepare_into, search_dirs=(), label: str = "data.pairs")
         if candidate.is_dir() and is_pairs_folder(candidate):
             return candidate
         if candidate.is_file() and candidate.suffix in (".yaml", ".yml"):
-            return prepare(candidate, output_dir=Path(prepare_into))
+            if prepare_recipe:
+                return prepare(candidate, output_dir=Path(prepare_into))
+            if not is_pairs_folder(Path(prepare_into)):
+                raise PrepareError(f"{label}: {prepare_into} was not prepared by the main process")
+            return Path(prepare_into)
         if candidate.is_dir():
             raise PrepareError(f"{label}: {spec} is a folder without train.parquet (not a prepared pairs folder)")
     raise PrepareError(f"{label}: {spec} is neither a prepared pairs folder nor a data recipe file")

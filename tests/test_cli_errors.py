@@ -58,7 +58,59 @@ def test_unknown_override_key(capsys, recipe):
 
 
 def test_unknown_loss(capsys, recipe):
-    assert "unknown loss 'dpo'" in run_cli(capsys, recipe(), "loss.type=[dpo]")
+    assert "unknown loss 'simgoid'" in run_cli(capsys, recipe(), "loss.type=[simgoid]")
+    assert "did you mean 'sigmoid'?" in run_cli(capsys, recipe(), "loss.type=[simgoid]")
+
+
+def _missing_integration() -> str | None:
+    from transformers.integrations import get_available_reporting_integrations
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    installed = get_available_reporting_integrations()
+    return next((name for name in INTEGRATION_TO_CALLBACK if name not in installed), None)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("training.logging_steps=0", "training.logging_steps must be > 0"),
+        ("training.save_steps=0", "training.save_steps must be > 0"),
+        ("training.eval_steps=0", "training.eval_steps must be > 0"),
+        ("training.save_total_limit=-1", "training.save_total_limit must be > 0"),
+        ("training.pad_to_multiple_of=0", "training.pad_to_multiple_of must be > 0"),
+        ("training.lr_scheduler_type=bogus", "training.lr_scheduler_type: unknown scheduler 'bogus' (known: linear, cosine"),
+        ("training.lr_scheduler_type=cosin", "did you mean 'cosine'?"),
+        # transformers' own rule, found by building its TrainingArguments at check time
+        ("training.lr_scheduler_type=reduce_lr_on_plateau", "training.lr_scheduler_type: "),
+        ("training.warmup_ratio=5", "training.warmup_ratio must be in [0, 1)"),
+        ("training.warmup_ratio=1.0", "training.warmup_ratio must be in [0, 1)"),
+        ("training.num_epochs=-1", "training.num_epochs must be > 0"),
+        ("training.num_epochs=0", "training.num_epochs must be > 0"),
+        ("training.max_steps=0", "training.max_steps must be > 0"),
+        ("training.max_steps=-3", "training.max_steps must be > 0"),
+        ("training.dataloader_num_workers=-1", "training.dataloader_num_workers must be >= 0"),
+        ("training.weight_decay=-0.1", "training.weight_decay must be >= 0"),
+        ("training.max_grad_norm=-1", "training.max_grad_norm must be >= 0"),
+        ("lora.dropout=2", "lora.dropout must be in [0, 1)"),
+        ("lora.dropout=-0.1", "lora.dropout must be in [0, 1)"),
+        ("training.report_to=[wandbb]", "training.report_to: unknown integration 'wandbb'"),
+    ],
+)
+def test_bad_training_value_named_before_any_work(capsys, recipe, override, message):
+    assert message in run_cli(capsys, recipe(), override)
+
+
+def test_report_to_an_integration_that_is_not_installed(capsys, recipe):
+    name = _missing_integration()
+    if name is None:
+        pytest.skip("every reporting integration is installed")
+    assert f"training.report_to: '{name}' is not installed" in run_cli(capsys, recipe(), f"training.report_to=[{name}]")
+
+
+def test_fields_unknown_section(capsys):
+    assert cli.main(["fields", "trainig"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "unknown section 'trainig'" in err and "did you mean 'training'?" in err
 
 
 def test_model_path_does_not_exist(capsys, recipe, tmp_path):

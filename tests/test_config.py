@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
 
-from basealign.config import load_recipe, recipe_from_dict, recipe_to_yaml
+from basealign import cli
+from basealign.config import Recipe, field_docs, load_recipe, recipe_from_dict, recipe_to_yaml, training_arguments
 from basealign.errors import BasealignError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +73,51 @@ def test_scalar_loss_type_is_a_one_element_list_and_unknown_loss_fails():
         recipe_from_dict({"loss": {"type": ["sigmod"]}})
     with pytest.raises(BasealignError, match=r"2 weights for 1 losses"):
         recipe_from_dict({"loss": {"type": ["sigmoid"], "weights": [1.0, 2.0]}})
+
+
+def test_dpo_is_an_alias_of_sigmoid():
+    assert recipe_from_dict({"loss": {"type": ["dpo", "sft"]}}).loss.type == ["sigmoid", "sft"]
+    assert recipe_from_dict({"loss": {"type": "dpo"}}).loss.type == ["sigmoid"]
+
+
+def test_warmup_ratio_is_a_fraction_of_all_steps():
+    from transformers import TrainingArguments
+
+    recipe = recipe_from_dict({"training": {"warmup_ratio": 0.1}})
+    args = TrainingArguments(**training_arguments(recipe, has_eval=False, use_cpu=True))
+    assert args.get_warmup_steps(200) == 20
+
+
+def test_scheduler_that_needs_evaluation_is_accepted_with_it():
+    recipe = recipe_from_dict({"training": {"lr_scheduler_type": "reduce_lr_on_plateau", "eval_steps": 5}})
+    assert training_arguments(recipe, has_eval=True, use_cpu=True)["eval_strategy"] == "steps"
+
+
+def _declared_fields(cls: type, prefix: str = "") -> list[dataclasses.Field]:
+    """Every user-facing field of CLS and of its sections, in declaration order, with dotted names."""
+    found = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("loader"):
+            continue
+        found.append((prefix + f.name, f))
+        hint = typing.get_type_hints(cls)[f.name]
+        inner = [a for a in (typing.get_args(hint) or (hint,)) if dataclasses.is_dataclass(a)]
+        if inner:
+            found += _declared_fields(inner[0], f"{prefix}{f.name}.")
+    return found
+
+
+def test_fields_lists_every_field_with_its_help(capsys):
+    declared = _declared_fields(Recipe)
+    assert all(f.metadata.get("help", "").strip() for _, f in declared)
+    assert cli.main(["fields"]) == 0
+    out = capsys.readouterr().out
+    listed = [line.split()[0] for line in out.splitlines() if line and not line.startswith(" ")]
+    assert listed == [name for name, _ in declared]
+    assert [row[0] for row in field_docs()] == listed and all(row[3] for row in field_docs())
+    assert cli.main(["fields", "lora"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
+    assert listed == [name for name, _ in declared if name.split(".")[0] == "lora"]
 
 
 def test_resolved_recipe_round_trips(tmp_path):

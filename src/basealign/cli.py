@@ -1,4 +1,4 @@
-"""The `basealign` command: train, prepare, score, eval, doctor, push.
+"""The `basealign` command: train, prepare, score, eval, doctor, push, fields.
 
 Every user-facing failure is a BasealignError and ends as one line on stderr with exit
 code 2; anything else is a bug and keeps its traceback.
@@ -53,6 +53,14 @@ def _push(args: argparse.Namespace) -> None:
     from basealign.hub.publish import push
 
     print(push(args.run_dir, repo_id=args.repo_id, private=args.private, merged=args.merged, dry_run=args.dry_run))
+
+
+def _fields(args: argparse.Namespace) -> None:
+    import shutil
+
+    from basealign.config import fields_text
+
+    print(fields_text(args.section, shutil.get_terminal_size().columns))
 
 
 def _bool(text: str) -> bool:
@@ -116,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merged", action="store_true", help="upload the merged full model instead of the adapter")
     p.add_argument("--dry-run", metavar="DIR", default=None, help="write the upload folder to DIR; no network")
     p.set_defaults(func=_push)
+
+    p = sub.add_parser("fields", help="list every recipe field: type, default and what it does")
+    p.add_argument("section", nargs="?", help="only this section (model, lora, data, loss, training, hub)")
+    p.set_defaults(func=_fields)
     return parser
 
 

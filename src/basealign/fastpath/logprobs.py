@@ -45,6 +45,22 @@ def token_logprobs(hidden: torch.Tensor, lm_head: torch.nn.Module, targets: torc
     raise ValueError(f"unknown log-prob implementation {implementation!r}")
 
 
+def call_as_forward(module: torch.nn.Module, fn, *args):
+    """Run FN(*ARGS) as MODULE's forward for one call. Sharding wrappers (FSDP2, DeepSpeed
+    ZeRO-3) gather a module's weights in its forward hooks and reduce its gradients from
+    there; the fused head reads `lm_head.weight` directly, so it must run inside that call."""
+
+    def forward(*call_args):
+        del module.forward  # the class's forward again, before anything else can call it
+        return fn(*call_args)
+
+    module.forward = forward
+    try:
+        return module(*args)
+    finally:
+        module.__dict__.pop("forward", None)  # if the hooks failed before our forward ran
+
+
 def _tile_logprobs(hidden, weight, bias, targets):
     logits = torch.nn.functional.linear(hidden, weight, bias).float()
     return logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
@@ -83,10 +99,20 @@ def enable_logprob_forward(model, implementation: str = "auto") -> None:
         for unused in ("labels", "output_attentions", "output_hidden_states", "return_dict"):
             kwargs.pop(unused, None)
         kwargs["use_cache"] = False
+        from trl.trainer.utils import maybe_gather_lm_head_ctx
+
         backbone, head = _backbone_and_head(self)
         hidden = backbone(*args, **kwargs).last_hidden_state
         hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, logprob_targets.source_index)
-        return token_logprobs(hidden.to(head.weight.device), head, logprob_targets.target_ids, self._basealign_logprobs)
+        implementation = self._basealign_logprobs
+
+        def fused_head(hidden: torch.Tensor) -> torch.Tensor:
+            # Under ZeRO-3 the head is partitioned to zero elements even here; gather it for the
+            # direct read (TRL's kernel gathers again for its backward).
+            with maybe_gather_lm_head_ctx(head.weight, getattr(head, "bias", None)):
+                return token_logprobs(hidden.to(head.weight.device), head, logprob_targets.target_ids, implementation)
+
+        return call_as_forward(head, fused_head, hidden)
 
     model._basealign_logprobs = implementation
     model.forward = types.MethodType(forward, model)

@@ -128,6 +128,7 @@ def is_peft(model) -> bool:
 
 
 def frozen_copy(model):
+    # Not trl.create_reference_model: same result, but in trl 1.16 a deprecated shim over trl.experimental.
     ref = copy.deepcopy(model)
     ref.requires_grad_(False)
     ref.eval()
@@ -146,30 +147,3 @@ def reference_context(model):
             yield
     else:
         yield
-
-
-def model_fingerprint(path: str, dtype: str, revision: str | None = None) -> str:
-    """Identifies the reference weights for the reference log-prob cache.
-
-    Hashing 14 GB of weights would take minutes, so a local folder is fingerprinted by its
-    config, each weight file's name and size, and the first MiB of each weight file; a hub
-    id by its resolved commit when it is in the local cache.
-    """
-    import hashlib
-
-    h = hashlib.sha256(f"{dtype}|{revision}".encode())
-    folder = Path(path)
-    if not folder.exists():
-        try:
-            from huggingface_hub import snapshot_download
-
-            folder = Path(snapshot_download(path, revision=revision, local_files_only=True, allow_patterns=["*.json"]))
-        except Exception:  # noqa: BLE001 - not cached: fall back to the id itself
-            h.update(path.encode())
-            return h.hexdigest()[:16]
-    for file in sorted(folder.iterdir()):
-        if file.suffix in (".safetensors", ".bin") or file.name == "config.json":
-            h.update(f"{file.name}:{file.stat().st_size}".encode())
-            with file.open("rb") as fh:
-                h.update(fh.read(1 << 20))
-    return h.hexdigest()[:16]

@@ -22,7 +22,7 @@ from basealign.errors import BasealignError
 from basealign.files import write_atomic
 from basealign.fastpath import attention
 from basealign.models.loading import (
-    apply_lora, check_sliding_window, frozen_copy, load_model, load_tokenizer, model_fingerprint, resolve_model_path,
+    apply_lora, check_sliding_window, frozen_copy, load_model, load_tokenizer, resolve_model_path,
 )
 from basealign.models.tokenize_pairs import tokenize_pairs
 
@@ -84,7 +84,8 @@ class TrainingRun:
         recipe = self.recipe
         search = [recipe.recipe_dir] if recipe.recipe_dir else []
         with self.state.main_process_first():
-            self.pairs_dir = resolve_pairs(recipe.data.pairs, self.out / "data", search)
+            self.pairs_dir = resolve_pairs(recipe.data.pairs, self.out / "data", search,
+                                           prepare_recipe=self.state.is_main_process)
             self.model_path = resolve_model_path(recipe.model.name_or_path, self.out)
         if self.state.is_main_process and (self.pairs_dir / "stats.json").exists():
             write_atomic(self.out / "data_stats.json", (self.pairs_dir / "stats.json").read_text())
@@ -108,6 +109,10 @@ class TrainingRun:
             model = apply_lora(model, recipe.lora, recipe.model.gradient_checkpointing)
         elif recipe.model.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if recipe.training.disable_dropout:  # before the reference copy, so both lose it
+            from trl.trainer.utils import disable_dropout_in_model
+
+            disable_dropout_in_model(model)
         self.model = model
 
     def _setup_reference(self) -> None:
@@ -119,34 +124,43 @@ class TrainingRun:
             self.ref_model = frozen_copy(self.model)
         if not training.precompute_ref_logps:
             return
-        from basealign.training.reference_cache import attach_reference_logps
+        from basealign.training.reference_cache import attach_reference_logps, weights_fingerprint
 
-        fp = model_fingerprint(self.model_path, recipe.model.dtype, recipe.model.revision)
+        fp = weights_fingerprint(self.model_path, recipe.model.dtype, recipe.model.revision)
         ref_for_cache = frozen_copy(self.model) if recipe.lora is None else None
         self.model.to(self.state.device)
-        for records in (self.splits.train, self.splits.test):
-            if records:
-                cache = attach_reference_logps(records, self.model, ref_for_cache, fp, training.max_tokens_per_batch,
-                                               self.backend, training.ref_cache_dir, self.state.device)
-                self._log(f"reference log-probs cached in {cache.parent}")
+        # The main process computes and writes the cache; the others then read that file.
+        with self.state.main_process_first():
+            for records in (self.splits.train, self.splits.test):
+                if records:
+                    cache = attach_reference_logps(
+                        records, self.model, ref_for_cache, fp, training.max_tokens_per_batch, self.backend,
+                        training.ref_cache_dir, self.state.device, compute=self.state.is_main_process,
+                    )
+                    self._log(f"reference log-probs cached in {cache.parent}")
+        del ref_for_cache
 
     def _setup_trainer(self) -> None:
         from transformers import TrainingArguments
 
-        from basealign.fastpath.packing import group_by_token_budget
         from basealign.training.trainer import (
-            MetricsFileCallback, PairGroups, PreferenceCollator, PreferenceTrainer, truncate_metrics,
+            MetricsFileCallback, MicroBatches, PreferenceCollator, PreferenceTrainer, micro_batches_for_training,
+            truncate_metrics,
         )
 
         recipe, training, splits = self.recipe, self.recipe.training, self.splits
+        processes = self.state.num_processes
         # The padded path groups pairs exactly as the packed, prefix-shared path does, so it is
         # a batch-for-batch reference; only packing without prefix sharing needs 2P+C+R per pair.
         shared_lengths = training.prefix_sharing or not training.packing
-        groups = group_by_token_budget(splits.train, training.max_tokens_per_batch, training.seed, shared_lengths)
+        train_dataset = micro_batches_for_training(
+            splits.train, training.max_tokens_per_batch, training.seed, shared_lengths, processes,
+            training.gradient_accumulation_steps, training.num_epochs, training.max_steps,
+        )
+        self._log(train_dataset.filler_note(processes))
         eval_dataset = None
         if splits.test:
-            eval_groups = group_by_token_budget(splits.test, training.max_tokens_per_batch, None, shared_lengths)
-            eval_dataset = PairGroups(splits.test, eval_groups)
+            eval_dataset = MicroBatches(splits.test, training.max_tokens_per_batch, None, shared_lengths, processes)
         collator = PreferenceCollator(training.packing, training.prefix_sharing, self.tokenizer.pad_token_id,
                                       self.backend, training.pad_to_multiple_of)
         args = TrainingArguments(**training_arguments(recipe, has_eval=eval_dataset is not None,
@@ -160,7 +174,7 @@ class TrainingRun:
         self.trainer = PreferenceTrainer(
             model=self.model,
             args=args,
-            train_dataset=PairGroups(splits.train, groups),
+            train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             data_collator=collator,
             processing_class=self.tokenizer,
@@ -179,11 +193,12 @@ class TrainingRun:
         config, split = self.recipe.eval, self.recipe.data.eval_split
         if not config or not config.step_generations or not split or not (self.pairs_dir / f"{split}.parquet").exists():
             return
-        if self.recipe.lora is None and self.ref_model is None:  # precomputed reference log-probs: no model
+        ref_model = self.trainer.ref_model  # the frozen copy as the trainer placed it (full fine-tune)
+        if self.recipe.lora is None and ref_model is None:  # precomputed reference log-probs: no model
             self._log("eval.step_generations skipped: a full fine-tune with precompute_ref_logps keeps no reference model")
             return
         prompts = from_pairs(load_pairs(self.pairs_dir, split))[: config.step_generations]
-        self.trainer.add_callback(StepGenerations(prompts, self.tokenizer, self.ref_model, self.out / "eval",
+        self.trainer.add_callback(StepGenerations(prompts, self.tokenizer, ref_model, self.out / "eval",
                                                   decoding(config)))
 
     # ------------------------------------------------------------------ train, finish
@@ -193,10 +208,11 @@ class TrainingRun:
         self.eval_results = self.trainer.evaluate() if self.trainer.eval_dataset is not None else None
 
     def finish(self) -> None:
-        """Save the model, then (main process only) eval results, tokenizer, report, push."""
+        """Save the model, then (main process only) eval results, tokenizer, report, eval, push."""
         self.trainer.save_model(str(self.out))  # every rank: FSDP/ZeRO-3 gather the weights collectively
         if not self.state.is_main_process:
             return
+        self._check_saved_model()
         self.tokenizer.save_pretrained(str(self.out))
         if self.eval_results:
             clean = {k.replace("eval_", "eval/", 1): v for k, v in self.eval_results.items()}
@@ -207,6 +223,16 @@ class TrainingRun:
             from basealign.hub.publish import push
 
             print(push(str(self.out), repo_id=self.recipe.hub.repo_id, private=self.recipe.hub.private))
+
+    def _check_saved_model(self) -> None:
+        """Never report "saved" without a loadable model: a sharded state dict (FSDP's
+        SHARDED_STATE_DICT) leaves no adapter/model file in OUTPUT_DIR."""
+        wanted = ("adapter_model.safetensors",) if self.recipe.lora is not None else ("model.safetensors", "model.safetensors.index.json")
+        if not any((self.out / name).is_file() for name in wanted):
+            raise BasealignError(
+                f"training finished but {self.out} holds no {' or '.join(wanted)}; with FSDP set "
+                "fsdp_state_dict_type: FULL_STATE_DICT (recipes/accelerate/fsdp2.yaml does)"
+            )
 
     def _evaluate(self) -> None:
         """The recipe's `eval:` section: `basealign eval` on the saved run, before it is pushed."""

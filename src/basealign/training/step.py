@@ -79,7 +79,8 @@ def objective(sums: StepSums, loss: LossConfig, totals: dict[str, torch.Tensor] 
     weights = loss.weights if loss.weights is not None else [1.0] * len(loss.type)
     value = 0.0
     for name, weight in zip(loss.type, weights, strict=True):
-        value = value + weight * sums.loss_sums[name] / totals[LOSS_UNITS[name]].clamp(min=1)
+        loss_sum = sums.loss_sums[name]
+        value = value + weight * loss_sum / totals[LOSS_UNITS[name]].to(loss_sum.dtype).clamp(min=1)
     return value
 
 
