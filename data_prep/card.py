@@ -1,4 +1,5 @@
-"""The data card (data_card.md) and the length statistics it shares with stats.json."""
+"""The data card (data_card.md), the console summary of `prepare`, and the length statistics
+they share with stats.json."""
 
 from __future__ import annotations
 
@@ -33,6 +34,22 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return lines
 
 
+def source_path(source: dict) -> str:
+    """A source's path as the recipe gave it, marked as a hub dataset or a local file."""
+    return f"{source['path']} ({'hub' if source.get('hub') else 'local'})"
+
+
+def source_table(stats: dict) -> str:
+    """Per source: rows read, kept and rejected with the reasons, as a fixed-width console table."""
+    rows = [("source", "read", "kept", "rejected", "reasons")]
+    for name, s in stats["sources"].items():
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(s["rejected"].items(), key=lambda kv: (-kv[1], kv[0])))
+        rows.append((name, str(s["read"]), str(s["kept"]), str(sum(s["rejected"].values())), reasons or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}  {r[4]}"
+                     for r in rows)
+
+
 def write_card(path: Path, cfg: dict, stats: dict) -> None:
     splits, sources = stats["splits"], stats["sources"]
     title = cfg.get("name") or "preference pairs"
@@ -48,10 +65,10 @@ def write_card(path: Path, cfg: dict, stats: dict) -> None:
     lines += _table(["split", "rows", "harmless", "helpful"],
                     [[s, splits[s]["rows"], splits[s]["by_label"].get("harmless", 0), splits[s]["by_label"].get("helpful", 0)] for s in splits])
     lines += ["", "## Sources", ""]
-    lines += _table(["source", "type", "label", "weight", "read", "kept", "train", "test", "rejected"],
+    lines += _table(["source", "type", "label", "weight", "read", "kept", "train", "test", "rejected", "path"],
                     [[n, s["type"], s["label"], s["weight"], s["read"], s["kept"],
                       splits["train"]["by_source"].get(n, 0), splits["test"]["by_source"].get(n, 0),
-                      sum(s["rejected"].values())] for n, s in sources.items()])
+                      sum(s["rejected"].values()), source_path(s)] for n, s in sources.items()])
     reasons = sorted({r for s in sources.values() for r in s["rejected"]})
     lines += ["", "## Drop reasons", ""]
     if reasons:

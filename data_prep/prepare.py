@@ -4,14 +4,17 @@ For each source, in recipe order: read rows (streamed), convert them with the so
 reader (rejects carry a reason), drop exact duplicates (same prompt + chosen + rejected,
 across all sources; the later occurrence is dropped), drop pairs over `max_tokens`, then
 sample by `weight` (the rows left out are rejected as `sampled_out`). The kept pairs of all
-sources are shuffled with `seed` and split into train/test by `test_size`.
+sources are grouped by prompt, the groups shuffled with `seed` and split into train/test
+by `test_size` (a prompt is never in both). A source with a non-zero weight that keeps no
+pair is an error, raised before anything is written.
 
 Output folder:
     train.parquet, test.parquet   prompt (list of {role, content}), chosen / rejected (one
                                   assistant message), source, label, metadata (JSON text)
     stats.json                    counts per split / source / label and per drop reason
     data_card.md                  the same, readable, with length statistics
-    rejects.jsonl                 every dropped row with its source, reason and position
+    rejects.jsonl                 every dropped row with its source, reason and position (and
+                                  the row itself, except for valid rows left out by sampling)
 
 Per source, kept + sum(rejected) = read. Same recipe + seed -> byte-identical files.
 """
@@ -19,8 +22,11 @@ Per source, kept + sum(rejected) = read. Same recipe + seed -> byte-identical fi
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
@@ -32,6 +38,7 @@ from basealign.data_prep.readers.files import Malformed, open_records
 from basealign.data_prep.recipe import load_recipe
 
 SPLITS = ("train", "test")
+OUTPUTS = ("train.parquet", "test.parquet", "stats.json", "data_card.md", "rejects.jsonl")
 COLUMNS = ("prompt", "chosen", "rejected", "source", "label", "metadata")
 
 
@@ -137,13 +144,51 @@ def _write_parquet(path: Path, rows: list[tuple[str, str, Pair]]) -> None:
 # ----------------------------------------------------------------------------- main entry
 
 def prepare(recipe, overrides=(), *, output_dir=None) -> Path:
-    """Run a data recipe (YAML path or dict) with key=value overrides; returns the output folder."""
+    """Run a data recipe (YAML path or dict) with key=value overrides; returns the output folder.
+
+    The folder is built beside OUTPUT_DIR under a temporary name and swapped in only when
+    complete, so a failed run leaves an existing OUTPUT_DIR as it was and creates none.
+    """
     cfg = load_recipe(recipe, overrides, output_dir)
     out = Path(cfg["output_dir"]).expanduser()
+    _check_output_dir(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     except OSError as err:
         raise PrepareError(f"cannot create output_dir {out}: {err.strerror or err}") from None
+    try:
+        _build(cfg, staging)
+        _swap_in(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def _check_output_dir(out: Path) -> None:
+    """OUTPUT_DIR is replaced as a whole, so it may hold nothing but an earlier prepare's files."""
+    if out.exists() and not out.is_dir():
+        raise PrepareError(f"output_dir {out} is a file, not a folder")
+    if out.is_dir():
+        others = sorted(p.name for p in out.iterdir() if p.name not in OUTPUTS)
+        if others:
+            raise PrepareError(f"output_dir {out} holds files prepare did not write ({', '.join(others[:3])}); "
+                               "give an empty or new folder")
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / out.name)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _build(cfg: dict, out: Path) -> None:
+    """Read, filter, sample and split every source; write the pairs folder into OUT."""
     counter = _TokenCounter(cfg["max_tokens"]) if cfg["max_tokens"] else None
     seen: set | None = set() if cfg["dedup"] else None
     kept: list[tuple[str, str, Pair]] = []       # (source, label, pair)
@@ -196,22 +241,26 @@ def prepare(recipe, overrides=(), *, output_dir=None) -> Path:
 
             chosen_idx = _sample(len(valid), source["weight"], random.Random(f"{cfg['seed']}:{name}"))
             keep = set(chosen_idx)
-            for i, (pos, pair) in enumerate(valid):
-                if i not in keep:
-                    reject("sampled_out", pos, pair=_pair_json(pair))
+            for i, (pos, _pair) in enumerate(valid):
+                if i not in keep:  # the position only: the row itself is valid and can be read again
+                    reject("sampled_out", pos)
+            if source["weight"] and not chosen_idx:
+                reasons = ", ".join(f"{n} {why}" for why, n in rejected.most_common()) or "an empty source"
+                raise PrepareError(f"source {name!r} yields no pairs (read {read}: {reasons}); "
+                                   "fix the source or set its weight to 0")
             for i in chosen_idx:
                 if lengths is not None:
                     token_lengths[len(kept)] = lengths[i]
                 kept.append((name, source["label"], valid[i][1]))
+            kind, _location = source["_location"]
             sources_stats[name] = {"type": source["type"], "label": source["label"], "weight": source["weight"],
+                                   "path": str(source["path"]), "hub": kind == "hub",
                                    "read": read, "kept": len(chosen_idx), "rejected": dict(sorted(rejected.items()))}
 
-    order = list(range(len(kept)))
-    random.Random(cfg["seed"]).shuffle(order)
-    n_test = _test_count(cfg["test_size"], len(kept))
-    split_rows = {"test": [kept[i] for i in order[:n_test]], "train": [kept[i] for i in order[n_test:]]}
-    split_tokens = {"test": [token_lengths[i] for i in order[:n_test]] if counter else None,
-                    "train": [token_lengths[i] for i in order[n_test:]] if counter else None}
+    test_idx, train_idx = _split_by_prompt(kept, cfg["test_size"], cfg["seed"])
+    split_rows = {"test": [kept[i] for i in test_idx], "train": [kept[i] for i in train_idx]}
+    split_tokens = {"test": [token_lengths[i] for i in test_idx] if counter else None,
+                    "train": [token_lengths[i] for i in train_idx] if counter else None}
 
     stats: dict[str, Any] = {"splits": {}, "sources": sources_stats}
     for split in SPLITS:
@@ -227,9 +276,23 @@ def prepare(recipe, overrides=(), *, output_dir=None) -> Path:
                        "max_tokens": cfg["max_tokens"], "name": cfg["name"]}
     (out / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
     write_card(out / "data_card.md", cfg, stats)
-    if not kept:
-        raise PrepareError(f"no pairs kept from any source; see {out / 'rejects.jsonl'} for the reasons")
-    return out
+
+
+def _split_by_prompt(kept: list[tuple[str, str, Pair]], test_size, seed: int) -> tuple[list[int], list[int]]:
+    """(test, train) indices: whole prompt groups go to one split, so a prompt paired twice (say
+    PKU-SafeRLHF as both harmless and helpful) never lands in both; test takes shuffled groups
+    while they fit its size."""
+    groups: dict[tuple, list[int]] = {}
+    for i, (_, _, pair) in enumerate(kept):
+        groups.setdefault(pair.prompt, []).append(i)
+    order = list(groups.values())
+    random.Random(seed).shuffle(order)
+    n_test = _test_count(test_size, len(kept))
+    test: list[int] = []
+    train: list[int] = []
+    for group in order:
+        (test if len(test) + len(group) <= n_test else train).extend(group)
+    return test, train
 
 
 # ----------------------------------------------------------------------------- reading back

@@ -28,6 +28,31 @@ def random_records(n: int, seed: int = 0, vocab=(4, 260), prompt=(1, 40), respon
     return records
 
 
+def with_seeded_lora(model):
+    """MODEL with a LoRA adapter on all linear layers whose weights are the same non-zero
+    values on every call, so two copies of a model get the same adapter and policy != reference."""
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    return peft_model
+
+
+def assert_same_adapter_gradients(fast, oracle, rtol: float) -> None:
+    """max |g_fast - g_oracle| <= rtol * max |g_oracle| for every trainable tensor."""
+    fast_grads = {n: p.grad for n, p in fast.named_parameters() if p.requires_grad}
+    oracle_grads = {n: p.grad for n, p in oracle.named_parameters() if p.requires_grad}
+    assert fast_grads.keys() == oracle_grads.keys() and fast_grads
+    for name, want in oracle_grads.items():
+        scale = want.abs().max()
+        assert scale > 0, name
+        assert (fast_grads[name] - want).abs().max() <= rtol * scale, name
+
+
 @pytest.fixture
 def tokenizer():
     tok = byte_level_tokenizer()

@@ -20,7 +20,7 @@ from basealign.models.loading import reference_context
 from basealign.fastpath.packing import collate_packed, collate_padded, group_by_token_budget, pair_length
 from basealign.models.tiny import build_tiny_model
 from basealign.training.step import sequence_logps
-from conftest import random_records
+from conftest import assert_same_adapter_gradients, random_records, with_seeded_lora
 
 FAMILIES = ("tiny-llama", "tiny-mistral", "tiny-qwen2")
 BACKENDS = ("sdpa", "varlen_cpu", "flex")
@@ -59,26 +59,14 @@ def _oracle_model(base):
     return model
 
 
-def _with_lora(model):
-    from peft import LoraConfig, get_peft_model
-
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
-    gen = torch.Generator().manual_seed(7)
-    with torch.no_grad():  # the same non-zero adapter every call, so policy != reference
-        for name, p in peft_model.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-    return peft_model
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_policy_and_reference_logps_match_padded_oracle(family, backend):
     base = build_tiny_model(family, seed=1)
     records = random_records(9, seed=11, prompt=(1, 60), response=(1, 30))
-    fast = _with_lora(_fast_model(base))
+    fast = with_seeded_lora(_fast_model(base))
     oracle = _oracle_model(base)
-    oracle_policy = _with_lora(_oracle_model(base))  # same generator -> same adapter
+    oracle_policy = with_seeded_lora(_oracle_model(base))  # same generator -> same adapter
     batch = collate_packed(records, backend=backend)
     with torch.no_grad():
         got_policy = sequence_logps(fast, batch)
@@ -95,19 +83,12 @@ def test_policy_and_reference_logps_match_padded_oracle(family, backend):
 def test_lora_gradients_match_padded_oracle(family):
     base = build_tiny_model(family, seed=2)
     records = random_records(7, seed=5, prompt=(20, 50), response=(1, 10))  # prompts longer than responses
-    fast, oracle = _with_lora(_fast_model(base)), _with_lora(_oracle_model(base))
+    fast, oracle = with_seeded_lora(_fast_model(base)), with_seeded_lora(_oracle_model(base))
     weights = torch.linspace(-1.0, 1.0, 2 * len(records))  # any differentiable use of every sum
 
     (sequence_logps(fast, collate_packed(records)) * weights).sum().backward()
     (oracle_logps(oracle, records) * weights).sum().backward()
-    fast_grads = {n: p.grad for n, p in fast.named_parameters() if p.requires_grad}
-    oracle_grads = {n: p.grad for n, p in oracle.named_parameters() if p.requires_grad}
-    assert fast_grads.keys() == oracle_grads.keys() and fast_grads
-    for name, want in oracle_grads.items():
-        got = fast_grads[name]
-        scale = want.abs().max()
-        assert scale > 0, name
-        assert (got - want).abs().max() <= RTOL * scale, name
+    assert_same_adapter_gradients(fast, oracle, RTOL)
 
 
 @pytest.mark.parametrize("prefix_sharing,pad", [(False, None), (True, 64), (False, 16)])

@@ -257,3 +257,37 @@ def test_doctor_reports_backend_and_versions():
 def test_cli_doctor(capsys):
     assert main(["doctor"]) == 0
     assert "attention backend" in capsys.readouterr().out
+
+
+def test_cli_overrides_anywhere_among_the_options(workspace, tmp_path, capsys):
+    out = tmp_path / "anywhere.jsonl"
+    code = main(["score", str(workspace / "run"), "--pairs", str(workspace / "pairs"), "data.max_length=40",
+                 "--out", str(out), "training.max_tokens_per_batch=4096"])
+    assert code == 0, capsys.readouterr().err
+    assert all(line["prompt_tokens"] + max(line["chosen_tokens"], line["rejected_tokens"]) <= 40 for line in _read(out))
+
+
+def test_cli_out_in_a_read_only_folder_fails_before_scoring(workspace, capsys, monkeypatch):
+    import basealign.score as score_module
+
+    monkeypatch.setattr(score_module, "load_scoring_model", lambda *a: pytest.fail("scored before checking --out"))
+    code = main(["score", str(workspace / "run"), "--pairs", str(workspace / "pairs"), "--out", "/proc/basealign-test/s.jsonl"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--out: cannot write in /proc" in err
+
+
+def test_full_finetune_run_is_scored_against_its_base_model(tmp_path, pairs_folder):
+    from basealign.training.run import run
+    from test_train import small_recipe
+
+    out = tmp_path / "full"
+    run(recipe_from_dict(small_recipe(pairs_folder, out, lora=None, training={"max_steps": 2})))
+    score(str(out), pairs=str(pairs_folder), out=str(tmp_path / "full.jsonl"))
+    score(str(out / "base_model"), pairs=str(pairs_folder), out=str(tmp_path / "base.jsonl"),
+          overrides=["data.max_length=256"])
+    lines, base = _read(tmp_path / "full.jsonl"), _read(tmp_path / "base.jsonl")
+    assert len(lines) == len(base) > 0
+    for line, want in zip(lines, base):
+        assert line["reference"] == "base model builtin:tiny-mistral" and line["beta"] == 0.1
+        assert line["ref_chosen_logps"] == pytest.approx(want["chosen_logps"], rel=1e-5)
+        assert line["chosen_logps"] != pytest.approx(want["chosen_logps"], rel=1e-6)  # the policy trained

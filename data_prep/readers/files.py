@@ -1,7 +1,7 @@
 """Reading upstream rows: local jsonl / json / parquet / csv / save_to_disk folders, or a hub id.
 
-`open_records(source, required)` checks the columns up front (for jsonl: on the first
-object row) and returns a `Records`: an iterator of (position, row) where position is the
+`open_records(source, required)` checks the columns up front (for JSON input, where each
+row has its own keys: on the first rows, see `_with_columns_checked`) and returns a `Records`: an iterator of (position, row) where position is the
 1-based line number for JSON-lines input and the 0-based row index otherwise. A line that
 is not valid JSON (or not an object) comes through as a `Malformed` instead of a dict, so
 the run goes on and the line is rejected with its number.
@@ -18,6 +18,7 @@ from typing import Any, Iterator, NamedTuple
 from basealign.data_prep.errors import PrepareError
 
 BATCH = 4096
+SCHEMA_ROWS = 100  # rows looked at for the required columns before a source counts as the wrong schema
 FILE_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
@@ -54,8 +55,30 @@ def _missing(columns, required: list[str], where: str) -> None:
         )
 
 
-def _jsonl(path: Path, required: list[str], where: str) -> Iterator[tuple[int, Any]]:
-    checked = False
+def _with_columns_checked(rows: Iterator[tuple[int, Any]], required: list[str], where: str) -> Iterator[tuple[int, Any]]:
+    """ROWS unchanged once one object row has every required column: a row that lacks one is then
+    the reader's counted reject, the first row like any other. When none of the first SCHEMA_ROWS
+    object rows (or of all, if fewer) has them, the source is the wrong schema: PrepareError."""
+    rows = iter(rows)
+    held: list[tuple[int, Any]] = []
+    objects: list[dict] = []
+    for item in rows:
+        held.append(item)
+        if not isinstance(item[1], dict):
+            continue
+        if all(c in item[1] for c in required):
+            break
+        objects.append(item[1])
+        if len(objects) == SCHEMA_ROWS:
+            _missing(objects[0], required, where)
+    else:
+        if objects:
+            _missing(objects[0], required, where)
+    yield from held
+    yield from rows
+
+
+def _jsonl_lines(path: Path) -> Iterator[tuple[int, Any]]:
     loads = json.loads
     with _open_text(path) as handle:
         for number, line in enumerate(handle, 1):
@@ -69,10 +92,11 @@ def _jsonl(path: Path, required: list[str], where: str) -> Iterator[tuple[int, A
             if not isinstance(row, dict):
                 yield number, Malformed(line.rstrip("\n")[:2000], "not a JSON object")
                 continue
-            if not checked:
-                _missing(row, required, where)
-                checked = True
             yield number, row
+
+
+def _jsonl(path: Path, required: list[str], where: str) -> Iterator[tuple[int, Any]]:
+    return _with_columns_checked(_jsonl_lines(path), required, where)
 
 
 def _json(path: Path, required: list[str], where: str) -> Records:
@@ -90,10 +114,8 @@ def _json(path: Path, required: list[str], where: str) -> Records:
         data = lists[0]
     if not isinstance(data, list):
         raise PrepareError(f"{where}: expected a list of rows")
-    if data and isinstance(data[0], dict):
-        _missing(data[0], required, where)
     rows = ((i, r if isinstance(r, dict) else Malformed(json.dumps(r)[:2000], "not a JSON object")) for i, r in enumerate(data))
-    return Records("index", rows, where)
+    return Records("index", _with_columns_checked(rows, required, where), where)
 
 
 def _parquet(path: Path, required: list[str], where: str) -> Records:
@@ -190,6 +212,8 @@ def _local(path: Path, source: dict, required: list[str], where: str) -> Records
 def _hub(repo_id: str, source: dict, required: list[str]) -> Records:
     import datasets
 
+    from basealign.hub.reach import require_hub_repo
+
     where = f"source {source['name']!r} ({repo_id})"
     kwargs = {"split": source["split"]}
     if source.get("data_dir"):
@@ -198,6 +222,7 @@ def _hub(repo_id: str, source: dict, required: list[str]) -> Records:
         kwargs["name"] = source["subset"]
     if source.get("streaming"):
         kwargs["streaming"] = True
+    require_hub_repo(repo_id, repo_type="dataset", what=f"source {source['name']!r}: dataset")
     try:
         ds = datasets.load_dataset(repo_id, **kwargs)
     except Exception as err:  # noqa: BLE001 - network, auth, missing split: all user-facing

@@ -7,9 +7,11 @@
 prompt may be plain text (one user message) or a message list; chosen/rejected may be
 plain text or a message list whose last message is the assistant reply (when the prompt
 column is null and chosen is a full conversation, the prompt is chosen minus its reply).
+A conversation before a reply must be the pair's prompt: chosen and rejected whose
+conversations differ (from each other or from the prompt column) are a prompt_mismatch.
 
 Rejection reasons: missing_value, invalid_value, malformed_messages, no_assistant_turn,
-empty_prompt, prompt_not_ending_with_user, empty_reply, identical_replies.
+prompt_mismatch, empty_prompt, prompt_not_ending_with_user, empty_reply, identical_replies.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def make_converter(source: dict):
 
     def convert(row: dict) -> Pair:
         chosen, chosen_ctx = _reply(row.get(cols["chosen"]), "chosen")
-        rejected, _ = _reply(row.get(cols["rejected"]), "rejected")
+        rejected, rejected_ctx = _reply(row.get(cols["rejected"]), "rejected")
         raw_prompt = row.get(cols["prompt"])
         if isinstance(raw_prompt, str):
             prompt = (("user", raw_prompt.strip()),)
@@ -71,6 +73,8 @@ def make_converter(source: dict):
             prompt = chosen_ctx
         else:
             prompt = normalize_messages(raw_prompt, "prompt")
+        if any(ctx and ctx != prompt for ctx in (chosen_ctx, rejected_ctx)):
+            raise Reject("prompt_mismatch", "chosen and rejected continue different conversations")
         check_prompt(prompt)
         check_replies(chosen, rejected)
         return Pair(prompt, chosen, rejected, {c: row.get(c) for c in meta_cols if c in row})

@@ -7,7 +7,10 @@ code 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+
+from basealign import __version__
 
 from basealign.errors import BasealignError
 
@@ -15,13 +18,16 @@ from basealign.errors import BasealignError
 def _train(args: argparse.Namespace) -> None:
     from basealign.training.run import train_from_recipe
 
-    train_from_recipe(args.recipe, args.overrides, resume=args.resume)
+    train_from_recipe(args.recipe, args.overrides, resume=args.resume, overwrite=args.overwrite, check=args.check)
 
 
 def _prepare(args: argparse.Namespace) -> None:
     from basealign.data_prep.prepare import prepare
 
+    from basealign.data_prep.card import source_table
+
     out = prepare(args.recipe, args.overrides)
+    print(source_table(json.loads((out / "stats.json").read_text(encoding="utf-8"))))
     print(f"pairs written to {out}")
 
 
@@ -46,7 +52,7 @@ def _eval(args: argparse.Namespace) -> None:
 def _doctor(args: argparse.Namespace) -> None:
     from basealign.doctor import doctor
 
-    print(doctor())
+    print(doctor(args.model))
 
 
 def _push(args: argparse.Namespace) -> None:
@@ -72,14 +78,20 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and each command's own parser."""
     parser = argparse.ArgumentParser(prog="basealign", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"basealign {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train from a recipe YAML")
     p.add_argument("recipe", help="training recipe (YAML)")
     p.add_argument("overrides", nargs="*", help="section.field=value overrides")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoint in output_dir (its recipe must match; see README)")
+    p.add_argument("--overwrite", action="store_true", help="remove another run's files from output_dir first")
+    p.add_argument("--check", action="store_true",
+                   help="validate the recipe and the data and print the plan; train nothing, write nothing")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("prepare", help="build a preference-pair folder from a data recipe")
@@ -115,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("doctor", help="print versions and the backend that would run")
+    p.add_argument("--model", default=None, metavar="NAME_OR_PATH",
+                   help="also say whether the packed path is exact for this model (reads its config only)")
     p.set_defaults(func=_doctor)
 
     p = sub.add_parser("push", help="publish a run to the Hugging Face Hub")
@@ -128,11 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fields", help="list every recipe field: type, default and what it does")
     p.add_argument("section", nargs="?", help="only this section (model, lora, data, loss, training, hub)")
     p.set_defaults(func=_fields)
-    return parser
+    return parser, sub.choices
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Options may come anywhere among a command's positional arguments (`score RUN x=1 --out F y=2`):
+    argparse's intermixed parsing does that, but only on a parser without subcommands."""
+    parser, commands = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in commands:
+        args = commands[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+        return args
+    return parser.parse_args(argv)  # --version, --help, or a usage error naming the commands
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         args.func(args)
     except BasealignError as err:

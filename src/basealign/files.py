@@ -21,3 +21,21 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_writable(path: str | os.PathLike, label: str) -> None:
+    """BasealignError (one line) unless files can be created at PATH, a folder that may not exist
+    yet: its nearest existing ancestor must be a folder we can write in. Checked with a real
+    temporary file, so read-only mounts count too, whatever the permission bits say."""
+    from basealign.errors import BasealignError
+
+    existing = Path(path).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BasealignError(f"{label}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise BasealignError(f"{label}: cannot write in {existing} ({err.strerror or err})") from None

@@ -6,11 +6,15 @@ import html
 import json
 from pathlib import Path
 
+from basealign.files import write_atomic
+
 PANELS = (
     ("loss", ["loss"]),
     ("reward accuracy", ["rewards/accuracies"]),
     ("reward margin", ["rewards/margins"]),
     ("rewards", ["rewards/chosen", "rewards/rejected"]),
+    ("log-probs", ["logps/chosen", "logps/rejected"]),
+    ("learning rate", ["learning_rate"]),
 )
 SUMMARY_KEYS = ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected",
                 "logps/chosen", "logps/rejected", "tokens_per_second")
@@ -43,15 +47,15 @@ def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
     return train, evals
 
 
-def write_report(run_dir: Path, title: str, details: dict[str, str]) -> tuple[Path, Path]:
+def report_figure(train: list[dict], evals: list[dict], title: str):
+    """One panel per PANELS entry: training curves, eval points in the same colour; whole steps on x."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    run_dir = Path(run_dir)
-    train, evals = read_metrics(run_dir / "metrics.jsonl")
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7), constrained_layout=True)
     for ax, (name, keys) in zip(axes.flat, PANELS):
         for key in keys:
             points = [(r["step"], r[key]) for r in train if key in r]
@@ -64,10 +68,20 @@ def write_report(run_dir: Path, title: str, details: dict[str, str]) -> tuple[Pa
                 ax.plot(*zip(*eval_points), label=f"eval {key}", linestyle="--", marker="o", color=color)
         ax.set_title(name)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
         ax.grid(alpha=0.3)
-        if len(keys) > 1 or evals:
+        if ax.get_legend_handles_labels()[0] and (len(keys) > 1 or evals):
             ax.legend(fontsize=8)
     fig.suptitle(title)
+    return fig
+
+
+def write_report(run_dir: Path, title: str, details: dict[str, str]) -> tuple[Path, Path]:
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    train, evals = read_metrics(run_dir / "metrics.jsonl")
+    fig = report_figure(train, evals, title)
     png = run_dir / "report.png"
     fig.savefig(png, dpi=110)
     plt.close(fig)
@@ -84,8 +98,7 @@ def write_report(run_dir: Path, title: str, details: dict[str, str]) -> tuple[Pa
         lines += ["", "## Evaluation", "", f"step {last['step']}", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4g} |" for k, v in last.items() if k.startswith("eval/") and isinstance(v, (int, float))]
     lines += generations_section(run_dir)
-    md = run_dir / "report.md"
-    md.write_text("\n".join(lines) + "\n")
+    md = write_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
     return md, png
 
 

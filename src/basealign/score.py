@@ -8,7 +8,9 @@ MODEL_OR_RUN is one of:
                          the adapter disabled is the reference; the tokenizer and its chat
                          template come from the run directory, max_length, beta and the
                          batching from its recipe.yaml.
-  a full-model run dir   config.json (+ recipe.yaml): policy only.
+  a full-model run dir   config.json + recipe.yaml: the run's model is the policy; the
+                         recipe's base model (RUN/base_model for a builtin one) is the
+                         reference, as in training. Without recipe.yaml: policy only.
   a model folder/hub id  policy only; recipe defaults (plus overrides) apply.
 
 Each pair becomes one JSON line, in input order, split by split (train, then test):
@@ -39,6 +41,7 @@ import torch
 from basealign.fastpath import attention
 from basealign.config import Recipe, apply_overrides, load_recipe, recipe_from_dict
 from basealign.errors import BasealignError
+from basealign.files import check_writable
 
 SPLITS = ("train", "test")
 
@@ -55,6 +58,7 @@ class ModelSpec:
     adapter_dir: str | None  # a LoRA run directory
     recipe: Recipe
     kind: str  # "lora run", "full run", "model"
+    ref_model_path: str | None = None  # the frozen base model of a full fine-tuning run
 
 
 def _override_keys(overrides) -> set[str]:
@@ -76,6 +80,9 @@ def resolve_model(spec: str, overrides=()) -> ModelSpec:
         path = resolve_model_path(spec, Path(tempfile.gettempdir()) / "basealign-score" / spec.removeprefix(BUILTIN_PREFIX))
         return ModelSpec(path, path, None, recipe, "model")
     if not looks_local(spec):  # a hub id
+        from basealign.hub.reach import require_hub_repo
+
+        require_hub_repo(spec)
         recipe = recipe_from_dict(apply_overrides({"model": {"name_or_path": spec}}, overrides))
         return ModelSpec(spec, spec, None, recipe, "model")
 
@@ -96,12 +103,27 @@ def resolve_model(spec: str, overrides=()) -> ModelSpec:
         recipe = recipe_from_dict(apply_overrides({"model": {"name_or_path": str(folder)}}, overrides))
 
     if not has_adapter:
-        kind = "full run" if recipe_file.is_file() else "model"
-        return ModelSpec(str(folder), str(folder), None, recipe, kind)
+        if not recipe_file.is_file():
+            return ModelSpec(str(folder), str(folder), None, recipe, "model")
+        return ModelSpec(str(folder), str(folder), None, recipe, "full run", _full_run_base_model(folder, recipe))
 
     base = _resolve_base_model(folder, recipe, "model.name_or_path" in _override_keys(overrides))
     tokenizer_path = str(folder) if _has_tokenizer(folder) else base
     return ModelSpec(base, tokenizer_path, str(folder), recipe, "lora run")
+
+
+def _full_run_base_model(run: Path, recipe: Recipe) -> str:
+    """The model a full fine-tuning run started from: its reference."""
+    from basealign.hub.reach import require_hub_repo
+    from basealign.models.loading import resolve_model_path
+
+    name = recipe.model.name_or_path
+    if Path(name).expanduser().resolve() == run:
+        raise BasealignError(f"{run}/recipe.yaml names the run itself as its base model; "
+                             "pass model.name_or_path=BASE to score against the base model")
+    path = resolve_model_path(name, run)
+    require_hub_repo(path, recipe.model.revision)
+    return path
 
 
 def _resolve_base_model(run: Path, recipe: Recipe, overridden: bool) -> str:
@@ -138,12 +160,16 @@ def tokenize_split(split: str, rows: list[dict], tokenizer, recipe: Recipe) -> S
 # ----------------------------------------------------------------------------- scoring
 
 
-def load_scoring_model(spec: ModelSpec, device: torch.device):
-    """(model, has_reference) in eval mode on DEVICE."""
-    from basealign.models.loading import check_sliding_window, load_model
+def load_scoring_model(spec: ModelSpec, device: torch.device, packing: bool = True):
+    """(policy, reference) in eval mode on DEVICE. The reference is None without one, and the
+    policy itself (its adapter switched off while scoring) for a LoRA run."""
+    from basealign.models.loading import check_packed_support, frozen_copy, load_model
 
+    ref_model = None
+    if spec.ref_model_path is not None:
+        ref_model = frozen_copy(load_model(spec.recipe.model, spec.ref_model_path, device))
     model = load_model(spec.recipe.model, spec.model_path)
-    check_sliding_window(model, spec.recipe.data.max_length)
+    check_packed_support(model, packing)
     if spec.adapter_dir is not None:
         from peft import PeftModel
 
@@ -153,20 +179,21 @@ def load_scoring_model(spec: ModelSpec, device: torch.device):
             raise BasealignError(f"cannot load the adapter from {spec.adapter_dir}: {str(err).splitlines()[0]}") from None
     model.to(device)
     model.eval()
-    return model, spec.adapter_dir is not None
+    return model, model if spec.adapter_dir is not None else ref_model
 
 
-def score_records(model, records: list[dict], *, has_reference: bool, packing: bool, prefix_sharing: bool,
+def score_records(model, records: list[dict], *, ref_model, packing: bool, prefix_sharing: bool,
                   budget: int, backend: str, pad_token_id: int, pad_to_multiple_of: int | None, device,
                   progress=None) -> list[tuple[float, float, float | None, float | None]]:
-    """(pi_c, pi_r, ref_c, ref_r) per record, in record order."""
+    """(pi_c, pi_r, ref_c, ref_r) per record, in record order. REF_MODEL: None, a separate
+    model, or MODEL itself (a LoRA policy, scored again with its adapter off)."""
     from basealign.models.loading import reference_context
     from basealign.fastpath.packing import collate_packed, collate_padded, group_by_token_budget
     from basealign.training.step import sequence_logps
 
     sharing = packing and prefix_sharing
     results: list[tuple] = []
-    for group in group_by_token_budget(records, budget, seed=None, prefix_sharing=sharing):
+    for group in group_by_token_budget(records, budget, seed=None, prefix_sharing=sharing, padded=not packing):
         chunk = [records[i] for i in group]
         if packing:
             batch = collate_packed(chunk, sharing, pad_to_multiple_of, pad_token_id, backend)
@@ -177,14 +204,21 @@ def score_records(model, records: list[dict], *, has_reference: bool, packing: b
         with torch.no_grad():
             policy = sequence_logps(model, batch).double().cpu().tolist()
             ref = None
-            if has_reference:
-                with reference_context(model):
-                    ref = sequence_logps(model, batch).double().cpu().tolist()
+            if ref_model is not None:
+                with reference_context(ref_model):
+                    ref = sequence_logps(ref_model, batch).double().cpu().tolist()
         for j in range(n):
             results.append((policy[j], policy[n + j], ref[j] if ref else None, ref[n + j] if ref else None))
         if progress is not None:
             progress.update(n)
     return results
+
+
+def reference_name(policy, ref_model, recipe: Recipe) -> str | None:
+    """What the `reference` field of a pair line says: where the reference log-probs come from."""
+    if ref_model is None:
+        return None
+    return "base model (adapter disabled)" if ref_model is policy else f"base model {recipe.model.name_or_path}"
 
 
 def pair_line(split: str, row: dict, record: dict, values, beta: float, reference: str | None) -> dict:
@@ -216,6 +250,7 @@ def _check_out(out: str) -> Path:
     path = Path(out).expanduser()
     if path.is_dir():
         raise BasealignError(f"--out: {out} is a folder; give a file name (e.g. scores.jsonl)")
+    check_writable(path.parent, "--out")  # before the scoring, not after it
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -256,13 +291,14 @@ def score(model: str, pairs: str, out: str, packing: bool = True, overrides=()) 
             raise BasealignError(f"--pairs: {pairs} holds no pairs (every split is empty)")
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        policy, has_reference = load_scoring_model(spec, device)
+        policy, ref_model = load_scoring_model(spec, device, packing)
+        has_reference = ref_model is not None
         try:
-            backend, _why = attention.choose_backend(recipe.model.attn_implementation, device, policy.dtype)
+            backend, _why = attention.choose_backend(recipe.model.attn_implementation, device, policy.dtype, policy.config)
         except ValueError as err:
             raise BasealignError(f"model.attn_implementation: {err}") from None
 
-        reference = "base model (adapter disabled)" if has_reference else None
+        reference = reference_name(policy, ref_model, recipe)
         beta = recipe.loss.beta
         training = recipe.training
         lines: list[dict] = []
@@ -271,7 +307,7 @@ def score(model: str, pairs: str, out: str, packing: bool = True, overrides=()) 
                 if not part.records:
                     continue
                 values = score_records(
-                    policy, part.records, has_reference=has_reference, packing=packing,
+                    policy, part.records, ref_model=ref_model, packing=packing,
                     prefix_sharing=training.prefix_sharing, budget=training.max_tokens_per_batch, backend=backend,
                     pad_token_id=tokenizer.pad_token_id, pad_to_multiple_of=training.pad_to_multiple_of,
                     device=device, progress=progress,

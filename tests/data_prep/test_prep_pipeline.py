@@ -80,7 +80,8 @@ def test_malformed_line_is_rejected_with_line_number(tmp_path):
     assert [(r["reason"], r["line"]) for r in rejects] == [("malformed_json", 3), ("malformed_json", 5)]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["sources"]["broken"] == {"type": "hh_rlhf", "label": "harmless", "weight": 1.0, "read": 6, "kept": 4,
-                                          "rejected": {"malformed_json": 2}}
+                                          "rejected": {"malformed_json": 2}, "path": str(SAMPLES / "hh_malformed.jsonl"),
+                                          "hub": False}
 
 
 def test_ultrafeedback_and_pairs_samples(tmp_path):

@@ -90,7 +90,7 @@ def test_lora_reference_answers_are_the_base_models(tmp_path, tokenizer):
     base = load_model(ModelConfig(), str(run / "base_model"))
     policy_model = PeftModel.from_pretrained(load_model(ModelConfig(), str(run / "base_model")), run)
     decoding = Decoding(max_new_tokens=8, batch_size=4)
-    policy, reference = side_by_side(policy_model, None, tokenizer, PROMPTS, decoding)
+    policy, reference = side_by_side(policy_model, policy_model, tokenizer, PROMPTS, decoding)
     assert reference == generate(base, tokenizer, PROMPTS, decoding)
     assert policy != reference
     # a full fine-tune's reference is a separate model

@@ -35,7 +35,7 @@ def test_training_with_an_eval_section(tmp_path):
 
     # the final eval: a full fine-tune's reference is the base model the recipe names
     result = json.loads((out / "eval" / "eval.json").read_text())
-    assert result["reference"] == "base model" and result["preference"]["reference"] == "base model"
+    assert result["reference"] == result["preference"]["reference"] == "base model builtin:tiny-mistral"
     assert result["preference"]["overall"]["pairs"] == 3 and result["generations"]["prompts"] == 3
     pairs_lines = [json.loads(line) for line in (out / "eval" / "pairs.jsonl").read_text().splitlines()]
     assert all(line["ref_chosen_logps"] != line["chosen_logps"] for line in pairs_lines)  # the policy moved

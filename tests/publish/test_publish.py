@@ -99,6 +99,11 @@ def test_dry_run_refuses_non_empty_target(lora_run, tmp_path, capsys):
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
+def test_dry_run_into_a_read_only_folder(lora_run, capsys):
+    assert main(["push", str(lora_run), "--repo-id", REPO, "--dry-run", "/proc/basealign-test"]) == 2
+    assert "--dry-run: cannot write in /proc" in _one_line(capsys.readouterr().err)
+
+
 def test_failed_dry_run_leaves_nothing(lora_run, tmp_path, monkeypatch, capsys):
     import basealign.hub.publish as publish
 
@@ -162,7 +167,7 @@ def test_push_uploads_then_reupload_is_a_no_op(lora_run, fake_hub, private_tmp, 
     assert "up to date" in summary and "no commit" in summary
     assert len(fake_hub.commits) == 1
     second = [path for _, path in fake_hub.requests[seen:]]
-    assert second == ["/api/repos/create", f"/api/models/{REPO}/tree/main"]
+    assert not [path for path in second if "/commit/" in path]  # unchanged files are not even sent
 
 
 def test_upload_is_exactly_the_dry_run_folder(lora_run, fake_hub, tmp_path):
@@ -188,7 +193,9 @@ def test_changed_run_commits_only_changed_files(lora_run, fake_hub, tmp_path):
 def test_merged_push_replaces_adapter(lora_run, fake_hub):
     push(lora_run, repo_id=REPO)
     summary = push(lora_run, repo_id=REPO, merged=True)
-    assert "removed 2 stale files" in summary
+    assert "pushed merged model" in summary
+    assert [op for op in fake_hub.commits[-1]["ops"] if op[0] == "deletedFile"] == [
+        ("deletedFile", "adapter_config.json"), ("deletedFile", "adapter_model.safetensors")]
     files = set(fake_hub.repos[REPO]["files"])
     assert "model.safetensors" in files and "config.json" in files
     assert not files & {"adapter_config.json", "adapter_model.safetensors"}

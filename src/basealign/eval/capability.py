@@ -55,16 +55,14 @@ def task_manager(tasks: list[str], task_paths: list[str]):
 
 
 def evaluate_capability(model, ref_model, tokenizer, tasks: list[str], manager, *, limit: int | None,
-                        batch_size: int, seed: int, has_adapter: bool) -> dict:
-    """{task: {metric: {base, aligned, delta, base_stderr, aligned_stderr}}} for each task (or group) asked."""
+                        batch_size: int, seed: int) -> dict:
+    """{task: {metric: {base, aligned, delta, base_stderr, aligned_stderr}}} for each task (or group)
+    asked. REF_MODEL: a full fine-tune's base model, or MODEL itself (LoRA: run with the adapter off)."""
     from basealign.models.loading import reference_context
 
     aligned = _run(model, tokenizer, tasks, manager, limit, batch_size, seed)
-    if ref_model is not None:
+    with reference_context(ref_model):
         base = _run(ref_model, tokenizer, tasks, manager, limit, batch_size, seed)
-    else:
-        with reference_context(model) if has_adapter else contextlib.nullcontext():
-            base = _run(model, tokenizer, tasks, manager, limit, batch_size, seed)
     out: dict = {}
     for task in tasks:
         a, b = aligned.get(task, {}), base.get(task, {})

@@ -114,14 +114,12 @@ def generate(model, tokenizer, prompts: list, decoding: Decoding, stops: list[st
 
 
 def side_by_side(model, ref_model, tokenizer, prompts: list, decoding: Decoding) -> tuple[list[Answer], list[Answer]]:
-    """(policy answers, reference answers). The reference is REF_MODEL (a full fine-tune's base)
-    or, when it is None, MODEL with its LoRA adapter disabled."""
+    """(policy answers, reference answers). REF_MODEL is a full fine-tune's base model, or MODEL
+    itself for a LoRA policy, which answers again with its adapter disabled."""
     stops = user_turn_stops(tokenizer)
     policy = generate(model, tokenizer, prompts, decoding, stops)
-    if ref_model is not None:
+    with reference_context(ref_model):
         return policy, generate(ref_model, tokenizer, prompts, decoding, stops)
-    with reference_context(model):
-        return policy, generate(model, tokenizer, prompts, decoding, stops)
 
 
 def _generate_batch(model, tokenizer, batch_ids: list[list[int]], decoding: Decoding, stops, device) -> list[list[int]]:

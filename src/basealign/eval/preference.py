@@ -2,8 +2,8 @@
 aggregated overall, by label and by source.
 
 The log-prob sums come from score.py's `score_records` (and so from the training step's
-`sequence_logps`); this module only adds them up. A full fine-tune has no adapter to
-switch off, so its reference sums are the same function run on the base model.
+`sequence_logps`), with `score`'s reference: a LoRA run's adapter switched off, a full
+fine-tune's base model. This module only adds them up.
 """
 
 from __future__ import annotations
@@ -11,28 +11,23 @@ from __future__ import annotations
 from collections import defaultdict
 
 from basealign.config import Recipe
-from basealign.score import pair_line, score_records, tokenize_split
+from basealign.score import pair_line, reference_name, score_records, tokenize_split
 
 KEYS = ("pairs", "reward_accuracy", "margin", "chosen_logratio", "rejected_logratio")
 
 
-def pair_lines(model, ref_model, rows: list[dict], split: str, tokenizer, recipe: Recipe, backend: str, device,
-               has_adapter: bool) -> tuple[list[dict], dict]:
-    """(one `score` line per kept pair, the tokenization's drop counts). The reference is MODEL's
-    adapter switched off (HAS_ADAPTER), else REF_MODEL, else none."""
+def pair_lines(model, ref_model, rows: list[dict], split: str, tokenizer, recipe: Recipe, backend: str,
+               device) -> tuple[list[dict], dict]:
+    """(one `score` line per kept pair, the tokenization's drop counts). REF_MODEL as `score_records`
+    takes it: MODEL itself for a LoRA run (its adapter off), the base model of a full fine-tune."""
     part = tokenize_split(split, rows, tokenizer, recipe)
     training = recipe.training
-    batching = dict(packing=True, prefix_sharing=training.prefix_sharing, budget=training.max_tokens_per_batch,
-                    backend=backend, pad_token_id=tokenizer.pad_token_id,
-                    pad_to_multiple_of=training.pad_to_multiple_of, device=device)
-    values = score_records(model, part.records, has_reference=has_adapter, **batching) if part.records else []
-    if ref_model is not None and not has_adapter and part.records:
-        ref = score_records(ref_model, part.records, has_reference=False, **batching)
-        values = [(pc, pr, rc, rr) for (pc, pr, _, _), (rc, rr, _, _) in zip(values, ref)]
-    if has_adapter:
-        reference = "base model (adapter disabled)"
-    else:
-        reference = "base model" if ref_model is not None else None
+    values = score_records(
+        model, part.records, ref_model=ref_model, packing=True, prefix_sharing=training.prefix_sharing,
+        budget=training.max_tokens_per_batch, backend=backend, pad_token_id=tokenizer.pad_token_id,
+        pad_to_multiple_of=training.pad_to_multiple_of, device=device,
+    ) if part.records else []
+    reference = reference_name(model, ref_model, recipe)
     lines = [pair_line(split, rows[r["index"]], r, v, recipe.loss.beta, reference) for r, v in zip(part.records, values)]
     return lines, {"dropped": dict(part.dropped), "truncated": part.truncated}
 

@@ -60,14 +60,6 @@ def eval_pairs_dir(run_dir: Path, recipe: Recipe, config: EvalConfig, scratch: P
     return resolve_pairs(recipe.data.pairs, scratch / "pairs", [run_dir], label="data.pairs of the run's recipe")
 
 
-def load_reference(recipe: Recipe, run_dir: Path, device):
-    """A full fine-tune's reference: the base model its recipe names (a builtin one lives in RUN/base_model)."""
-    from basealign.models.loading import load_model, resolve_model_path
-
-    model = load_model(recipe.model, resolve_model_path(recipe.model.name_or_path, run_dir), device)
-    return model.eval()
-
-
 def evaluate(run: str, config: EvalConfig | None = None, **overrides) -> Path:
     """Evaluate RUN as CONFIG says (default: the eval section of the run's recipe, else the
     defaults), with OVERRIDES (EvalConfig fields, e.g. from the command line) on top; returns RUN/eval."""
@@ -75,7 +67,7 @@ def evaluate(run: str, config: EvalConfig | None = None, **overrides) -> Path:
     from basealign.fastpath import attention
     from basealign.models.loading import load_tokenizer
     from basealign.models.tokenize_pairs import prompt_token_ids
-    from basealign.score import load_scoring_model, resolve_model
+    from basealign.score import load_scoring_model, reference_name, resolve_model
 
     # ---- every input first: a mistake costs no model load
     run_dir = Path(run).expanduser()
@@ -101,21 +93,19 @@ def evaluate(run: str, config: EvalConfig | None = None, **overrides) -> Path:
     # ---- models
     tokenizer = load_tokenizer(spec.tokenizer_path, None, recipe.model.revision)  # the run's own template
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, has_adapter = load_scoring_model(spec, device)
-    ref_model = None if has_adapter else load_reference(recipe, run_dir, device)
+    model, ref_model = load_scoring_model(spec, device)  # a run always has a reference (score's rule)
     try:
-        backend, _why = attention.choose_backend(recipe.model.attn_implementation, device, model.dtype)
+        backend, _why = attention.choose_backend(recipe.model.attn_implementation, device, model.dtype, model.config)
     except ValueError as err:
         raise BasealignError(f"model.attn_implementation: {err}") from None
     out = run_dir / "eval"
     out.mkdir(exist_ok=True)
     result: dict = {"run": run_dir.name, "config": dataclasses.asdict(config),
-                    "reference": "base model (adapter disabled)" if has_adapter else "base model"}
+                    "reference": reference_name(model, ref_model, recipe)}
 
     # ---- 1. preference metrics on held-out pairs
     if rows:
-        lines, drops = preference.pair_lines(model, ref_model, rows, config.split, tokenizer, recipe, backend, device,
-                                             has_adapter)
+        lines, drops = preference.pair_lines(model, ref_model, rows, config.split, tokenizer, recipe, backend, device)
         _write_lines(out / "pairs.jsonl", lines)
         result["preference"] = {"split": config.split, "reference": lines[0]["reference"] if lines else None,
                                 **drops, **preference.summarize(lines)}
@@ -149,7 +139,7 @@ def evaluate(run: str, config: EvalConfig | None = None, **overrides) -> Path:
     if tasks:
         result["capability"] = {"limit": config.task_limit, "tasks": capability.evaluate_capability(
             model, ref_model, tokenizer, tasks, manager, limit=config.task_limit, batch_size=config.batch_size,
-            seed=config.seed, has_adapter=has_adapter)}
+            seed=config.seed)}
 
     write_atomic(out / "eval.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     write_eval_report(out, result, generations)

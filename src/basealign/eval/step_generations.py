@@ -30,7 +30,8 @@ class StepGenerations(TrainerCallback):
         if not state.is_world_process_zero or model is None or args.fsdp or args.deepspeed or not self.prompts:
             return
         texts = [p.prompt for p in self.prompts]
-        policy, reference = side_by_side(model, self.ref_model, self.tokenizer, texts, self.decoding)
+        ref_model = self.ref_model if self.ref_model is not None else model  # LoRA: the adapter switched off
+        policy, reference = side_by_side(model, ref_model, self.tokenizer, texts, self.decoding)
         lines = [generation_line(p, len(prompt_token_ids(self.tokenizer, p.prompt)), a, b)
                  for p, a, b in zip(self.prompts, policy, reference)]
         self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,11 @@ backward, using TRL's maintained `ChunkedLogProbFunction` (Triton on CUDA, torch
 elsewhere). If that import ever moves, a checkpointed chunked fallback keeps the same
 contract. Only the hidden states that predict a response token are projected.
 
+The logits get the model's own final processing, read from its config as TRL's
+`add_fused_lm_head` does: a scale (Cohere's `logit_scale` multiplies, Granite's
+`logits_scaling` divides), then soft-capping `cap * tanh(z / cap)` (Gemma-2/3's
+`final_logit_softcapping`). Every implementation applies the same `LogitProcessing`.
+
 `enable_logprob_forward(model)` wraps one model *instance*'s forward (no class is patched)
 so `model(..., logprob_targets=targets)` returns those per-token log-probs; the call goes
 through PEFT and DDP wrappers like any forward, and without the keyword the original
@@ -14,10 +19,12 @@ forward runs unchanged (generation, saving).
 from __future__ import annotations
 
 import types
+from dataclasses import dataclass
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from basealign.errors import BasealignError
 from basealign.fastpath.packing import LogprobTargets
 
 VOCAB_CHUNK = 4096  # vocabulary columns per projection tile
@@ -29,18 +36,49 @@ except ImportError:  # pragma: no cover - depends on the installed trl
     _TrlChunkedLogProb = None
 
 
-def token_logprobs(hidden: torch.Tensor, lm_head: torch.nn.Module, targets: torch.Tensor, implementation: str = "auto") -> torch.Tensor:
-    """log softmax(hidden @ W.T + b)[targets] for hidden [N, H], targets [N] -> [N] (float32)."""
+@dataclass(frozen=True)
+class LogitProcessing:
+    """What a model does to `hidden @ W.T + b` before its softmax: scale, then soft-cap."""
+
+    scale: float = 1.0
+    softcap: float | None = None
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.scale != 1.0:
+            logits = logits * self.scale
+        if self.softcap is not None:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+
+def logit_processing(config) -> LogitProcessing:
+    """The final-logit processing of a transformers config (its text config for multimodal ones)."""
+    text = config.get_text_config()
+    scale = getattr(text, "logit_scale", None)  # Cohere: logits * logit_scale (None on MPT: unscaled)
+    for multiplier in ("output_multiplier", "lm_head_multiplier"):  # Muse Glimmer, Falcon-H1 multiply
+        if scale is None:
+            scale = getattr(text, multiplier, None)
+    if scale is None and getattr(text, "logits_scaling", None) is not None:
+        # Granite and MiniCPM3 divide by logits_scaling; HyperCLOVA X multiplies (as TRL reads it)
+        scale = text.logits_scaling if text.model_type == "hyperclovax" else 1.0 / text.logits_scaling
+    return LogitProcessing(1.0 if scale is None else float(scale), getattr(text, "final_logit_softcapping", None))
+
+
+def token_logprobs(hidden: torch.Tensor, lm_head: torch.nn.Module, targets: torch.Tensor, implementation: str = "auto",
+                   processing: LogitProcessing = LogitProcessing()) -> torch.Tensor:
+    """log softmax(processing(hidden @ W.T + b))[targets] for hidden [N, H], targets [N] -> [N] (float32)."""
     weight, bias = lm_head.weight, getattr(lm_head, "bias", None)
     if implementation == "auto":
         implementation = "trl" if _TrlChunkedLogProb is not None else "chunked"
     if implementation == "trl":
-        logprobs, *_ = _TrlChunkedLogProb.apply(hidden, weight, bias, targets, 1.0, VOCAB_CHUNK, None, 1.0, ())
+        logprobs, *_ = _TrlChunkedLogProb.apply(
+            hidden, weight, bias, targets, 1.0, VOCAB_CHUNK, processing.softcap, processing.scale, ()
+        )
         return logprobs
     if implementation == "chunked":
-        return _chunked_checkpointed(hidden, weight, bias, targets)
+        return _chunked_checkpointed(hidden, weight, bias, targets, processing)
     if implementation == "dense":  # materializes the logits; the oracle for tests
-        logits = torch.nn.functional.linear(hidden, weight, bias).float()
+        logits = processing.apply(torch.nn.functional.linear(hidden, weight, bias).float())
         return logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
     raise ValueError(f"unknown log-prob implementation {implementation!r}")
 
@@ -61,15 +99,16 @@ def call_as_forward(module: torch.nn.Module, fn, *args):
         module.__dict__.pop("forward", None)  # if the hooks failed before our forward ran
 
 
-def _tile_logprobs(hidden, weight, bias, targets):
-    logits = torch.nn.functional.linear(hidden, weight, bias).float()
+def _tile_logprobs(hidden, weight, bias, targets, processing):
+    logits = processing.apply(torch.nn.functional.linear(hidden, weight, bias).float())
     return logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
 
 
-def _chunked_checkpointed(hidden, weight, bias, targets):
+def _chunked_checkpointed(hidden, weight, bias, targets, processing):
     # Each token tile's logits are recomputed in backward instead of kept: memory is one tile.
     pieces = [
-        checkpoint(_tile_logprobs, hidden[i : i + TOKEN_CHUNK], weight, bias, targets[i : i + TOKEN_CHUNK], use_reentrant=False)
+        checkpoint(_tile_logprobs, hidden[i : i + TOKEN_CHUNK], weight, bias, targets[i : i + TOKEN_CHUNK], processing,
+                   use_reentrant=False)
         for i in range(0, hidden.shape[0], TOKEN_CHUNK)
     ]
     return torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
@@ -81,7 +120,26 @@ def sequence_sums(token_logps: torch.Tensor, targets: LogprobTargets, num_sequen
     return out.index_add(0, targets.sequence_index, token_logps)
 
 
+def check_output_head(model) -> None:
+    """The fused log-probs read the output head's weight directly, so an adapter on it (or on
+    the input embeddings it is tied to) would be silently ignored: refuse instead."""
+    head = model.get_output_embeddings()
+    if not isinstance(head, torch.nn.Linear):
+        raise BasealignError(
+            f"the output head is wrapped ({type(head).__name__}: lm_head in lora.target_modules or modules_to_save), "
+            "which the fused log-probs cannot see; list the modules without lm_head, e.g. lora.target_modules=all-linear"
+        )
+    tied = getattr(model.config.get_text_config(), "tie_word_embeddings", False)
+    embeddings = model.get_input_embeddings()
+    if tied and not isinstance(embeddings, torch.nn.Embedding):
+        raise BasealignError(
+            f"the output head is tied to the input embeddings, which are wrapped ({type(embeddings).__name__}); "
+            "leave embed_tokens out of lora.target_modules"
+        )
+
+
 def _backbone_and_head(model):
+    check_output_head(model)
     return model.base_model, model.get_output_embeddings()
 
 
@@ -104,13 +162,14 @@ def enable_logprob_forward(model, implementation: str = "auto") -> None:
         backbone, head = _backbone_and_head(self)
         hidden = backbone(*args, **kwargs).last_hidden_state
         hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, logprob_targets.source_index)
-        implementation = self._basealign_logprobs
+        implementation, processing = self._basealign_logprobs, logit_processing(self.config)
 
         def fused_head(hidden: torch.Tensor) -> torch.Tensor:
             # Under ZeRO-3 the head is partitioned to zero elements even here; gather it for the
             # direct read (TRL's kernel gathers again for its backward).
             with maybe_gather_lm_head_ctx(head.weight, getattr(head, "bias", None)):
-                return token_logprobs(hidden.to(head.weight.device), head, logprob_targets.target_ids, implementation)
+                return token_logprobs(hidden.to(head.weight.device), head, logprob_targets.target_ids, implementation,
+                                      processing)
 
         return call_as_forward(head, fused_head, hidden)
 

@@ -33,27 +33,40 @@ def pair_length(record: dict, prefix_sharing: bool = True) -> int:
     return p + c + r if prefix_sharing else 2 * p + c + r
 
 
-def group_by_token_budget(records: list[dict], budget: int, seed: int | None, prefix_sharing: bool = True) -> list[list[int]]:
-    """Indices of records grouped into batches of at most `budget` packed tokens.
+def padded_length(record: dict) -> int:
+    """The longer of a pair's two rows (P C and P R) in a padded batch."""
+    return len(record["prompt_ids"]) + max(len(record["chosen_ids"]), len(record["rejected_ids"]))
 
-    Records are shuffled with `seed` (None keeps the order), then filled greedily; a pair
-    is never split. Truncation keeps every pair under 2 x max_length and the recipe check
-    keeps budget >= 2 x max_length, so a pair always fits; one that does not (direct API
-    use) gets a batch of its own rather than being dropped.
+
+def group_by_token_budget(records: list[dict], budget: int, seed: int | None, prefix_sharing: bool = True,
+                          padded: bool = False) -> list[list[int]]:
+    """Indices of records grouped into batches of at most `budget` tokens the model runs on.
+
+    Packed (default), a batch costs the sum of its pairs' packed lengths; PADDED, it costs
+    its padded tensor, 2 x pairs x longest row. Records are shuffled with `seed` (None keeps
+    the order), then filled greedily; a pair is never split. Truncation keeps every pair
+    under 2 x max_length and the recipe check keeps budget >= 2 x max_length, so a pair
+    always fits; one that does not (direct API use) gets a batch of its own rather than
+    being dropped.
     """
     order = list(range(len(records)))
     if seed is not None:
         random.Random(seed).shuffle(order)
     groups: list[list[int]] = []
     current: list[int] = []
-    used = 0
+    used = longest = 0
     for index in order:
-        n = pair_length(records[index], prefix_sharing)
-        if current and used + n > budget:
+        if padded:
+            row = max(longest, padded_length(records[index]))
+            cost = 2 * (len(current) + 1) * row
+        else:
+            cost = used + pair_length(records[index], prefix_sharing)
+        if current and cost > budget:
             groups.append(current)
-            current, used = [], 0
+            current, used, longest = [], 0, 0
+            cost = 2 * padded_length(records[index]) if padded else pair_length(records[index], prefix_sharing)
         current.append(index)
-        used += n
+        used, longest = cost, max(longest, padded_length(records[index]))
     if current:
         groups.append(current)
     return groups
@@ -65,6 +78,7 @@ class AttentionLayout:
 
     doc_ids: torch.Tensor  # [T] attention document of each token
     branch: torch.Tensor  # [T] PROMPT / CHOSEN / REJECTED; rejected never attends to chosen
+    positions: torch.Tensor  # [T] position within its own sequence (P C or P R): sliding windows count these
     cu_seqlens_q: torch.Tensor  # [D+1] int32, query stream = tokens in row order
     cu_seqlens_k: torch.Tensor  # [D+1] int32, key stream = tokens gathered by kv_index
     max_seqlen_q: int
@@ -76,7 +90,7 @@ class AttentionLayout:
     def to(self, device) -> "AttentionLayout":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return AttentionLayout(
-            move(self.doc_ids), move(self.branch), move(self.cu_seqlens_q), move(self.cu_seqlens_k),
+            move(self.doc_ids), move(self.branch), move(self.positions), move(self.cu_seqlens_q), move(self.cu_seqlens_k),
             self.max_seqlen_q, self.max_seqlen_k, move(self.kv_index), self.backend,
         )
 
@@ -205,6 +219,7 @@ def collate_packed(records: list[dict], prefix_sharing: bool = True, pad_to_mult
     layout = AttentionLayout(
         doc_ids=torch.tensor(doc_ids),
         branch=torch.tensor(branch),
+        positions=torch.tensor(positions),
         cu_seqlens_q=torch.tensor(cu_q, dtype=torch.int32),
         cu_seqlens_k=torch.tensor(cu_k, dtype=torch.int32),
         max_seqlen_q=max(q_lens),

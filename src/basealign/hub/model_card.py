@@ -63,13 +63,17 @@ def _table(header: tuple[str, ...], rows: list[tuple]) -> list[str]:
     return lines
 
 
+def _is_hub_source(source: dict, run_dir: Path | None) -> bool:
+    # prepare records where each source came from; a hand-written stats file may not
+    return source["hub"] if "hub" in source else looks_like_hub_id(source.get("path"), relative_to=run_dir)
+
+
 def dataset_ids(data_stats: dict | None, run_dir: Path | None = None) -> list[str]:
     """Hub dataset ids among the data sources, in source order, without repeats."""
     found: list[str] = []
     for source in ((data_stats or {}).get("sources") or {}).values():
-        path = source.get("path") if isinstance(source, dict) else None
-        if looks_like_hub_id(path, relative_to=run_dir) and path not in found:
-            found.append(path)
+        if isinstance(source, dict) and _is_hub_source(source, run_dir) and source.get("path") not in found:
+            found.append(source["path"])
     return found
 
 
@@ -86,18 +90,17 @@ def card_base_model(recipe: dict, adapter_config: dict | None, run_dir: Path | N
 
 
 def split_metrics(metrics: list[dict]) -> tuple[dict, dict]:
-    """(last training log line, last eval values) from the metrics log; eval keys keep their `eval/` prefix."""
+    """(last training line, last eval line) of the metrics log; eval keys keep their `eval/` prefix.
+    A training line has the step's `loss`; the end-of-training summary (train_loss,
+    train_runtime, ...) is not one."""
     train: dict = {}
     evals: dict = {}
     for line in metrics:
         eval_part = {k: v for k, v in line.items() if k.startswith("eval/")}
-        train_part = {k: v for k, v in line.items() if not k.startswith("eval/")}
         if eval_part:
-            evals.update(eval_part)
-            if "step" in line:
-                evals["step"] = line["step"]
-        if set(train_part) - {"step", "epoch"}:
-            train = train_part
+            evals = {**eval_part, **({"step": line["step"]} if "step" in line else {})}
+        elif "loss" in line:
+            train = line
     return train, evals
 
 
@@ -221,7 +224,8 @@ def build_model_card(
         body += ["Sources:", ""]
         body += _table(
             ("name", "type", "path", "label", "read", "kept"),
-            [(n, s.get("type"), s.get("path"), s.get("label"), s.get("read"), s.get("kept"))
+            [(n, s.get("type"), f"{s.get('path')} ({'hub' if _is_hub_source(s, run_dir) else 'local'})",
+              s.get("label"), s.get("read"), s.get("kept"))
              for n, s in sources.items() if isinstance(s, dict)],
         )
 
@@ -274,12 +278,14 @@ def build_model_card(
     if has_chat_template:
         body += [
             'messages = [{"role": "user", "content": "How do I keep my houseplants alive?"}]',
-            'inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")',
+            "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\", "
+            "return_dict=True)",
         ]
     else:
-        body += ['inputs = tokenizer("How do I keep my houseplants alive?", return_tensors="pt").input_ids']
+        body += ['inputs = tokenizer("How do I keep my houseplants alive?", return_tensors="pt")']
     body += [
-        "print(tokenizer.decode(model.generate(inputs, max_new_tokens=128)[0]))",
+        "output = model.generate(**inputs, max_new_tokens=128)",
+        'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))',
         "```",
         "",
     ]

@@ -7,10 +7,9 @@ card (README.md). Everything is first written to a staging folder in a temporary
 directory; a dry run moves that folder to its destination only once it is complete.
 
 Uploads go through huggingface_hub: `HfApi.create_repo(exist_ok=True)`, then one
-`create_commit` holding only the files whose content differs from the remote ones
-(compared by git blob id, or by sha256 for LFS files, from the repo's tree listing),
-plus deletions of stale model weights (switching between adapter and merged uploads).
-An unchanged run therefore makes no commit at all.
+`upload_folder` of the staged folder, which leaves out the files whose content the repo
+already has and deletes stale model weights (`delete_patterns`: switching between adapter
+and merged uploads). An unchanged run therefore makes no commit at all.
 """
 
 from __future__ import annotations
@@ -25,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from basealign.errors import BasealignError
+from basealign.files import check_writable
 from basealign import __version__
+from basealign.hub.reach import endpoint as hub_endpoint, unreachable_errors
 from basealign.hub.model_card import build_model_card, looks_like_hub_id, read_json
 from basealign.report import metrics_lines
 
@@ -217,6 +218,7 @@ def _dry_run(run: Run, dest: Path, *, repo_id: str, merged: bool, max_shard_size
         raise BasealignError(f"--dry-run folder {dest} already exists and is not empty")
     if not dest.parent.is_dir():
         raise BasealignError(f"--dry-run folder's parent {dest.parent} does not exist")
+    check_writable(dest.parent, "--dry-run")
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
     try:
         files = stage(run, tmp, repo_id=repo_id, merged=merged, max_shard_size=max_shard_size)
@@ -229,22 +231,9 @@ def _dry_run(run: Run, dest: Path, *, repo_id: str, merged: bool, max_shard_size
     return files
 
 
-def _endpoint() -> str:
-    from huggingface_hub import constants
-
-    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-
-
 def _hub_error(err: BaseException, repo_id: str, endpoint: str) -> BasealignError:
     """One clear line for a failed Hub call."""
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
-    try:  # huggingface_hub's HTTP client; its transport errors mean the endpoint could not be reached
-        from httpx2 import TransportError
-
-        unreachable: tuple[type[BaseException], ...] = (TransportError, ConnectionError, TimeoutError)
-    except ImportError:
-        unreachable = (ConnectionError, TimeoutError)
 
     if isinstance(err, OfflineModeIsEnabled):
         return BasealignError("HF_HUB_OFFLINE is set; unset it to push")
@@ -261,32 +250,10 @@ def _hub_error(err: BaseException, repo_id: str, endpoint: str) -> BasealignErro
             return BasealignError(f"{repo_id} not found on {endpoint} (404); check --repo-id and the token's access")
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return BasealignError(f"the Hub at {endpoint} answered {status}: {first}")
-    if isinstance(err, unreachable):
+    if isinstance(err, unreachable_errors()):
         return BasealignError(f"cannot reach the Hub at {endpoint} ({type(err).__name__}); check the network or HF_ENDPOINT")
     first = str(err).strip().splitlines()[0] if str(err).strip() else ""
     return BasealignError(f"push to {repo_id} failed: {type(err).__name__}: {first}")
-
-
-def _same_content(local: Path, remote: Any) -> bool:
-    """True when the local file equals the remote one (sha256 for LFS files, git blob id otherwise)."""
-    from huggingface_hub.utils.sha import git_hash, sha_fileobj
-
-    if local.stat().st_size != remote.size:
-        return False
-    if remote.lfs is not None:
-        with local.open("rb") as f:
-            return sha_fileobj(f).hex() == remote.lfs.sha256
-    return git_hash(local.read_bytes()) == remote.blob_id
-
-
-def _remote_files(api: Any, repo_id: str) -> dict[str, Any]:
-    from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
-    from huggingface_hub.hf_api import RepoFile
-
-    try:
-        return {e.path: e for e in api.list_repo_tree(repo_id, recursive=True, expand=False) if isinstance(e, RepoFile)}
-    except (RevisionNotFoundError, EntryNotFoundError):
-        return {}  # a repo without a commit yet
 
 
 def _hub_api(token: str, endpoint: str) -> Any:
@@ -302,31 +269,17 @@ def _ensure_repo(api: Any, repo_id: str, private: bool) -> None:
         raise _hub_error(err, repo_id, api.endpoint) from err
 
 
-def upload_staged(api: Any, folder: Path, files: list[str], *, repo_id: str, commit_message: str) -> tuple[str | None, int, int]:
-    """Commit the files of `folder` that differ from the remote ones to the existing repo `repo_id`.
-
-    Returns (commit id, or None when nothing changed and no commit was made; files uploaded; files deleted).
-    """
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
-
+def upload_staged(api: Any, folder: Path, *, repo_id: str, commit_message: str) -> str | None:
+    """Commit FOLDER to the existing repo REPO_ID: huggingface_hub's upload_folder leaves out files
+    whose content the repo already has and deletes stale model weights. Returns the commit id,
+    or None when nothing changed and no commit was made."""
     try:
-        remote = _remote_files(api, repo_id)
-        adds = [
-            CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name))
-            for name in files
-            if name not in remote or not _same_content(folder / name, remote[name])
-        ]
-        deletes = [
-            CommitOperationDelete(path_in_repo=name)
-            for name in sorted(remote)
-            if name not in files and _matches(name.rsplit("/", 1)[-1], STALE_PATTERNS)
-        ]
-        if not adds and not deletes:
-            return None, 0, 0
-        info = api.create_commit(repo_id, operations=[*deletes, *adds], commit_message=commit_message)
+        before = api.repo_info(repo_id).sha
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message,
+                                 delete_patterns=list(STALE_PATTERNS))
     except Exception as err:  # every Hub or network failure ends as one line
         raise _hub_error(err, repo_id, api.endpoint) from err
-    return info.oid, len(adds), len(deletes)
+    return None if info.oid == before else info.oid
 
 
 def push(
@@ -362,18 +315,16 @@ def push(
     token = get_token()
     if not token:
         raise BasealignError("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
-    endpoint = _endpoint()
+    endpoint = hub_endpoint()
 
     api = _hub_api(token, endpoint)
     _ensure_repo(api, repo_id, private)  # fails fast (auth, ownership, network) before any merging
     with tempfile.TemporaryDirectory(prefix="basealign-push-") as tmp:
         folder = Path(tmp)
         files = stage(run, folder, repo_id=repo_id, merged=merged, max_shard_size=max_shard_size)
-        commit, uploaded, deleted = upload_staged(
-            api, folder, files, repo_id=repo_id, commit_message=f"basealign push: {what} from run {run.path.name}"
-        )
+        commit = upload_staged(api, folder, repo_id=repo_id,
+                               commit_message=f"basealign push: {what} from run {run.path.name}")
     url = f"{endpoint}/{repo_id}"
     if commit is None:
         return f"{url} is up to date: {len(files)} files unchanged, no commit made"
-    extra = f", removed {deleted} stale files" if deleted else ""
-    return f"pushed {what} to {url}: {uploaded} of {len(files)} files changed{extra} (commit {commit[:10]})"
+    return f"pushed {what} ({len(files)} files) to {url} (commit {commit[:10]})"

@@ -2,7 +2,8 @@
 
 `hh` is the Anthropic HH-RLHF transcript format ("\n\nHuman: ...\n\nAssistant: ..."),
 which base models have seen in pre-training text and which the harmless + helpful data
-is written in. Every assistant turn ends with the EOS token so the model learns to stop.
+is written in. In every template each assistant turn ends with the EOS token, so the model
+learns to stop.
 """
 
 from __future__ import annotations
@@ -16,11 +17,16 @@ TEMPLATES = {
         "{% endif %}{% endfor %}"
         "{% if add_generation_prompt %}{{ '\n\nAssistant:' }}{% endif %}"
     ),
+    # ChatML, with EOS after each assistant turn's <|im_end|> (a base model has no <|im_end|>
+    # token to stop on). The newline between turns opens the next turn instead of closing the
+    # last, so that a reply ends with EOS and the prompt is a prefix of prompt + reply.
     "chatml": (
         "{% for message in messages %}"
-        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+        "{% if not loop.first %}{{ '\n' }}{% endif %}"
+        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' }}"
+        "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}"
         "{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+        "{% if add_generation_prompt %}{{ '\n<|im_start|>assistant\n' }}{% endif %}"
     ),
 }
 DEFAULT_TEMPLATE = "hh"

@@ -2,6 +2,10 @@
 
 LoRA runs use the base model with the adapter disabled as the reference (no second copy
 of the weights). Full fine-tuning keeps a frozen copy made before training starts.
+
+Setup checks refuse, with one line and the way out, what would otherwise train silently
+wrong or crash later: a model the packed layout is not exact for, an adapter on the
+output head, and float16 full fine-tuning.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from basealign.fastpath import attention
 from basealign.models.chat_templates import resolve_template
 from basealign.config import LoraConfig, ModelConfig
 from basealign.errors import BasealignError
-from basealign.fastpath.logprobs import enable_logprob_forward
+from basealign.fastpath.logprobs import check_output_head, enable_logprob_forward
 from basealign.models.tiny import BUILTIN_PREFIX, materialize_builtin
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -100,12 +104,25 @@ def load_model(config: ModelConfig, path: str, device: torch.device | None = Non
     return model
 
 
-def check_sliding_window(model, max_length: int) -> None:
-    """The packed kernels run full causal attention: exact only within the model's window."""
-    window = getattr(model.config, "sliding_window", None)
-    if window and getattr(model.config, "use_sliding_window", True) and max_length > window:
+def check_packed_support(model, packing: bool) -> None:
+    """With packing on, refuse a model whose token mixing the packed layout cannot reproduce
+    (decided from its config and class: attention.packed_support)."""
+    if not packing:
+        return
+    exact, why = attention.packed_support(model.config, type(model), model.modules())
+    if not exact:
         raise BasealignError(
-            f"data.max_length ({max_length}) exceeds the model's sliding window ({window}); lower data.max_length"
+            f"model type {model.config.model_type}: the packed path is not exact for it ({why}); set training.packing=false"
+        )
+
+
+def check_training_dtype(model: ModelConfig, lora: LoraConfig | None) -> None:
+    """A full fine-tune in float16 would hold float16 master weights, which the fp16
+    GradScaler refuses to unscale ("Attempting to unscale FP16 gradients")."""
+    if lora is None and model.dtype == "float16":
+        raise BasealignError(
+            "model.dtype=float16 with lora: null (full fine-tune) is not supported: float16 weights cannot be "
+            "updated through the fp16 grad scaler; use model.dtype=bfloat16 (or float32), or a LoRA adapter"
         )
 
 
@@ -118,7 +135,9 @@ def apply_lora(model, lora: LoraConfig, gradient_checkpointing: bool = False):
     peft_config = PeftLoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules, task_type="CAUSAL_LM"
     )
-    return get_peft_model(model, peft_config)
+    peft_model = get_peft_model(model, peft_config)
+    check_output_head(peft_model)
+    return peft_model
 
 
 def is_peft(model) -> bool:

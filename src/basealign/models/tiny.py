@@ -7,6 +7,7 @@ fixed seed and saved to disk, so an adapter trained on it can be loaded again la
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -75,7 +76,11 @@ def tiny_config(kind: str = "tiny-mistral", vocab_size: int = 260):
     if kind == "tiny-mistral":
         return MistralConfig(sliding_window=None, **common)
     if kind == "tiny-llama":
-        return LlamaConfig(**common)
+        # Not a copy of tiny-mistral (the same architecture at the same seed would give the same
+        # numbers): narrower, one key/value head for three query heads (MQA), Llama-3's RoPE base.
+        shape = dict(hidden_size=48, intermediate_size=96, num_attention_heads=3, num_key_value_heads=1,
+                     rope_theta=500000.0)
+        return LlamaConfig(**{**common, **shape})
     if kind == "tiny-qwen2":
         return Qwen2Config(use_sliding_window=False, **common)
     raise ValueError(f"unknown builtin model {kind!r}; choose one of {', '.join(BUILTIN_MODELS)}")
@@ -102,7 +107,9 @@ def materialize_builtin(name: str, directory: Path, seed: int = 0) -> Path:
         raise ValueError(f"unknown builtin model {name!r}; choose one of {', '.join(BUILTIN_PREFIX + k for k in BUILTIN_MODELS)}")
     directory = Path(directory)
     stamp = directory / "basealign_builtin.json"
-    wanted = {"name": kind, "seed": seed}
+    # the config is part of the stamp, so a folder built from an older definition is rebuilt
+    config = hashlib.sha256(tiny_config(kind).to_json_string().encode()).hexdigest()[:16]
+    wanted = {"name": kind, "seed": seed, "config": config}
     if stamp.exists() and json.loads(stamp.read_text()) == wanted:
         return directory
     directory.mkdir(parents=True, exist_ok=True)

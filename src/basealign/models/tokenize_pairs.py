@@ -1,8 +1,12 @@
 """Pairs (conversational preference rows) to token ids: one record per pair.
 
-A record is {prompt_ids, chosen_ids, rejected_ids, index (its row), truncated}. The prompt is rendered with the chat
-template and a generation prompt; each response is the text the full conversation adds
-after it, tokenized on its own, so prompt ids are exactly shared by both responses.
+A record is {prompt_ids, chosen_ids, rejected_ids, index (its row), truncated}. The prompt is
+rendered with the chat template and a generation prompt; each full conversation (prompt +
+response) is tokenized whole and split at the prompt's token length, so prompt ids + response
+ids are exactly the conversation's own tokenization (a response tokenized on its own would
+gain SentencePiece's leading "▁"), and both responses share the prompt ids. A pair whose
+response merges with the prompt's last token (the prompt ids are then not a prefix) is
+dropped and counted. BOS appears once: added unless the template already renders it.
 
 Truncation (pairs longer than max_length, counted per sequence P+C and P+R as TRL does):
 with `max_prompt_length` set, the prompt keeps its last that many tokens; then responses
@@ -49,7 +53,7 @@ def render(tokenizer, prompt, response) -> tuple[str, str]:
 
 def tokenize_pairs(rows, tokenizer, max_length: int, max_prompt_length: int | None = None) -> TokenizedPairs:
     out = TokenizedPairs(records=[])
-    bos = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
+    adds_bos = _adds_bos(tokenizer)
     for index, row in enumerate(rows):
         missing = [c for c in REQUIRED_COLUMNS if c not in row or row[c] is None]
         if missing:
@@ -58,9 +62,13 @@ def tokenize_pairs(rows, tokenizer, max_length: int, max_prompt_length: int | No
             )
         prompt_text, chosen_text = render(tokenizer, row["prompt"], row["chosen"])
         _, rejected_text = render(tokenizer, row["prompt"], row["rejected"])
+        bos = _bos(tokenizer, adds_bos, prompt_text)
         prompt_ids = bos + tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-        chosen_ids = tokenizer(chosen_text, add_special_tokens=False)["input_ids"]
-        rejected_ids = tokenizer(rejected_text, add_special_tokens=False)["input_ids"]
+        chosen_ids = _response_ids(tokenizer, bos, prompt_ids, prompt_text + chosen_text)
+        rejected_ids = _response_ids(tokenizer, bos, prompt_ids, prompt_text + rejected_text)
+        if chosen_ids is None or rejected_ids is None:
+            out.dropped["response merges with the prompt's last token"] += 1
+            continue
         if not chosen_ids or not rejected_ids:
             out.dropped["empty response"] += 1
             continue
@@ -88,10 +96,21 @@ def tokenize_pairs(rows, tokenizer, max_length: int, max_prompt_length: int | No
 
 def prompt_token_ids(tokenizer, prompt) -> list[int]:
     """A prompt (text or message list) as the model sees it before its answer: chat template with the
-    generation prompt, BOS first when the tokenizer adds one; the same ids a pair's record starts with."""
+    generation prompt, BOS as `tokenize_pairs` adds it; the same ids a pair's record starts with."""
     text = tokenizer.apply_chat_template(_messages(prompt, "user"), tokenize=False, add_generation_prompt=True)
-    bos = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
-    return bos + tokenizer(text, add_special_tokens=False)["input_ids"]
+    return _bos(tokenizer, _adds_bos(tokenizer), text) + tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _bos(tokenizer, adds_bos: bool, prompt_text: str) -> list[int]:
+    return [tokenizer.bos_token_id] if adds_bos and not prompt_text.startswith(tokenizer.bos_token) else []
+
+
+def _response_ids(tokenizer, bos: list[int], prompt_ids: list[int], full_text: str) -> list[int] | None:
+    """The conversation's tokens after the prompt's; None when the prompt's are not a prefix."""
+    full_ids = bos + tokenizer(full_text, add_special_tokens=False)["input_ids"]
+    if full_ids[: len(prompt_ids)] != prompt_ids:
+        return None
+    return full_ids[len(prompt_ids):]
 
 
 def _adds_bos(tokenizer) -> bool:

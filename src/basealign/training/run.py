@@ -13,7 +13,6 @@ the main process alone.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,18 +20,28 @@ from basealign.config import Recipe, load_recipe, recipe_to_yaml, training_argum
 from basealign.errors import BasealignError
 from basealign.files import write_atomic
 from basealign.fastpath import attention
+from basealign.hub.reach import require_hub_repo
 from basealign.models.loading import (
-    apply_lora, check_sliding_window, frozen_copy, load_model, load_tokenizer, resolve_model_path,
+    apply_lora, check_packed_support, check_training_dtype, frozen_copy, load_model, load_tokenizer, resolve_model_path,
 )
 from basealign.models.tokenize_pairs import tokenize_pairs
+from basealign.training.plan import check_model
+from basealign.training.run_folder import RunFolder
 
 
-def train_from_recipe(path: str, overrides=(), resume: bool = False) -> Path:
-    return run(load_recipe(path, overrides), resume=resume)
+def train_from_recipe(path: str, overrides=(), resume: bool = False, overwrite: bool = False,
+                      check: bool = False) -> Path:
+    recipe = load_recipe(path, overrides)
+    if check:
+        from basealign.training.plan import plan
+
+        print(plan(recipe, resume=resume, overwrite=overwrite))
+        return Path(recipe.output_dir)
+    return run(recipe, resume=resume, overwrite=overwrite)
 
 
-def run(recipe: Recipe, resume: bool = False) -> Path:
-    training_run = TrainingRun(recipe, resume)
+def run(recipe: Recipe, resume: bool = False, overwrite: bool = False) -> Path:
+    training_run = TrainingRun(recipe, resume, overwrite)
     training_run.setup()
     training_run.train()
     training_run.finish()
@@ -43,38 +52,41 @@ def run(recipe: Recipe, resume: bool = False) -> Path:
 class TokenizedSplits:
     train: list[dict]
     test: list[dict]
+    summary: list[str]  # per split: pairs kept, truncated, dropped by reason
 
 
 class TrainingRun:
-    def __init__(self, recipe: Recipe, resume: bool = False):
+    def __init__(self, recipe: Recipe, resume: bool = False, overwrite: bool = False):
         from accelerate import PartialState
 
-        self.recipe, self.resume = recipe, resume
+        self.recipe, self.resume, self.overwrite = recipe, resume, overwrite
         self.state = PartialState()  # this process's rank and device, from accelerate
         self.out = Path(recipe.output_dir)
 
     def setup(self) -> None:
+        check_training_dtype(self.recipe.model, self.recipe.lora)  # before any work: a config-only refusal
         self._setup_output()
-        self._setup_data()
-        self._setup_model()
-        self._setup_reference()
-        self._setup_trainer()
-        self._setup_step_generations()
+        try:
+            self._setup_data()
+            self._setup_model()
+            self._setup_reference()
+            self._setup_trainer()
+            self._setup_step_generations()
+            self._write_run_files()
+        except BaseException:
+            if self.state.is_main_process:  # a run that never started leaves the folder as it found it
+                self.folder.discard_new()
+            raise
 
     # ------------------------------------------------------------------ setup
 
     def _setup_output(self) -> None:
-        """The output folder, and the checkpoint to resume from."""
-        from transformers.trainer_utils import get_last_checkpoint
-
-        self.checkpoint = None
-        if self.resume:
-            self.checkpoint = get_last_checkpoint(str(self.out)) if self.out.is_dir() else None
-            if self.checkpoint is None:
-                raise BasealignError(f"--resume: no checkpoint in {self.out} (nothing to resume from)")
-        if self.state.is_main_process:
-            self.out.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.out / "recipe.yaml", recipe_to_yaml(self.recipe))
+        """The output folder, claimed for this run (see run_folder), and the checkpoint to resume from."""
+        self.folder = RunFolder(self.out)
+        self.checkpoint = self.folder.claim(self.recipe, self.resume, self.overwrite)
+        with self.state.main_process_first():
+            if self.state.is_main_process:
+                self.folder.open(self.overwrite)
 
     def _setup_data(self) -> None:
         """Pairs folder (a data recipe is prepared once, by the main process), tokenizer,
@@ -87,8 +99,8 @@ class TrainingRun:
             self.pairs_dir = resolve_pairs(recipe.data.pairs, self.out / "data", search,
                                            prepare_recipe=self.state.is_main_process)
             self.model_path = resolve_model_path(recipe.model.name_or_path, self.out)
-        if self.state.is_main_process and (self.pairs_dir / "stats.json").exists():
-            write_atomic(self.out / "data_stats.json", (self.pairs_dir / "stats.json").read_text())
+        require_hub_repo(self.model_path, recipe.model.revision)
+        check_model(recipe, self.model_path)  # before any weights load
         self.tokenizer = load_tokenizer(self.model_path, recipe.model.chat_template, recipe.model.revision)
         self.splits = load_tokenized(recipe, self.pairs_dir, self.tokenizer, verbose=self.state.is_main_process)
 
@@ -99,9 +111,10 @@ class TrainingRun:
         recipe = self.recipe
         set_seed(recipe.training.seed)  # before LoRA init, which draws from the global RNG
         model = load_model(recipe.model, self.model_path)
-        check_sliding_window(model, recipe.data.max_length)
+        check_packed_support(model, recipe.training.packing)
         try:
-            self.backend, why = attention.choose_backend(recipe.model.attn_implementation, self.state.device, model.dtype)
+            self.backend, why = attention.choose_backend(recipe.model.attn_implementation, self.state.device, model.dtype,
+                                                         model.config)
         except ValueError as err:
             raise BasealignError(f"model.attn_implementation: {err}") from None
         self._log(f"attention backend {self.backend} ({why})")
@@ -150,17 +163,19 @@ class TrainingRun:
 
         recipe, training, splits = self.recipe, self.recipe.training, self.splits
         processes = self.state.num_processes
-        # The padded path groups pairs exactly as the packed, prefix-shared path does, so it is
-        # a batch-for-batch reference; only packing without prefix sharing needs 2P+C+R per pair.
+        # The budget counts the tokens the model runs on: a packed pair's P C R (2P+C+R without
+        # prefix sharing), or the padded path's whole tensor, 2 x pairs x longest row.
         shared_lengths = training.prefix_sharing or not training.packing
+        padded = not training.packing
         train_dataset = micro_batches_for_training(
             splits.train, training.max_tokens_per_batch, training.seed, shared_lengths, processes,
-            training.gradient_accumulation_steps, training.num_epochs, training.max_steps,
+            training.gradient_accumulation_steps, training.num_epochs, training.max_steps, padded,
         )
         self._log(train_dataset.filler_note(processes))
         eval_dataset = None
         if splits.test:
-            eval_dataset = MicroBatches(splits.test, training.max_tokens_per_batch, None, shared_lengths, processes)
+            eval_dataset = MicroBatches(splits.test, training.max_tokens_per_batch, None, shared_lengths, processes,
+                                        padded=padded)
         collator = PreferenceCollator(training.packing, training.prefix_sharing, self.tokenizer.pad_token_id,
                                       self.backend, training.pad_to_multiple_of)
         args = TrainingArguments(**training_arguments(recipe, has_eval=eval_dataset is not None,
@@ -224,6 +239,14 @@ class TrainingRun:
 
             print(push(str(self.out), repo_id=self.recipe.hub.repo_id, private=self.recipe.hub.private))
 
+    def _write_run_files(self) -> None:
+        """Once setup has succeeded: the resolved recipe (what --resume checks) and the data statistics."""
+        if not self.state.is_main_process:
+            return
+        write_atomic(self.out / "recipe.yaml", recipe_to_yaml(self.recipe))
+        if (self.pairs_dir / "stats.json").exists():
+            write_atomic(self.out / "data_stats.json", (self.pairs_dir / "stats.json").read_text())
+
     def _check_saved_model(self) -> None:
         """Never report "saved" without a loadable model: a sharded state dict (FSDP's
         SHARDED_STATE_DICT) leaves no adapter/model file in OUTPUT_DIR."""
@@ -255,6 +278,8 @@ class TrainingRun:
         }
         md, png = write_report(self.out, f"basealign run: {self.out.name}", details)
         print(f"basealign: saved to {self.out} (report: {md.name}, {png.name})")
+        for line in final_metrics(self.out):
+            print(f"basealign: {line}")
 
     def _log(self, text: str) -> None:
         if self.state.is_main_process:
@@ -272,29 +297,47 @@ def load_tokenized(recipe: Recipe, pairs_dir: Path, tokenizer, verbose: bool = T
     if not rows:
         raise BasealignError(f"the dataset in {pairs_dir} is empty after filtering (0 training pairs)")
     train = tokenize_pairs(rows, tokenizer, recipe.data.max_length, recipe.data.max_prompt_length)
-    if verbose:
-        _report_drops("train", len(rows), train)
+    summary = [_drops_line("train", len(rows), train)]
     if not train.records:
         reasons = ", ".join(f"{n} {why}" for why, n in train.dropped.items())
         raise BasealignError(
             f"no training pair fits data.max_length={recipe.data.max_length} ({reasons}); raise data.max_length"
         )
     test_records: list[dict] = []
-    if recipe.data.eval_split and (pairs_dir / f"{recipe.data.eval_split}.parquet").exists():
+    if recipe.data.eval_split:
+        if not (pairs_dir / f"{recipe.data.eval_split}.parquet").is_file():
+            found = ", ".join(sorted(p.stem for p in pairs_dir.glob("*.parquet")))
+            raise BasealignError(f"data.eval_split: {pairs_dir} has no split {recipe.data.eval_split!r} (splits: "
+                                 f"{found}); name one of them, or data.eval_split=null to train without evaluation")
         test_rows = load_pairs(pairs_dir, recipe.data.eval_split)
         if test_rows:
             test = tokenize_pairs(test_rows, tokenizer, recipe.data.max_length, recipe.data.max_prompt_length)
-            if verbose:
-                _report_drops(recipe.data.eval_split, len(test_rows), test)
+            summary.append(_drops_line(recipe.data.eval_split, len(test_rows), test))
             test_records = test.records
-    return TokenizedSplits(train.records, test_records)
+    if verbose:
+        for line in summary:
+            print(f"basealign: {line}")
+    return TokenizedSplits(train.records, test_records, summary)
 
 
-def _report_drops(split: str, n_rows: int, tokenized) -> None:
-    kept = len(tokenized.records)
-    note = f"{split}: {kept}/{n_rows} pairs kept"
+def _drops_line(split: str, n_rows: int, tokenized) -> str:
+    note = f"{split}: {len(tokenized.records)}/{n_rows} pairs kept"
     if tokenized.truncated:
         note += f", {tokenized.truncated} truncated to data.max_length"
     if tokenized.dropped:
         note += ", dropped: " + ", ".join(f"{n} {why}" for why, n in sorted(tokenized.dropped.items()))
-    print(f"basealign: {note}")
+    return note
+
+
+def final_metrics(run_dir: Path) -> list[str]:
+    """The last training line's and the last evaluation's main metrics, one console line each."""
+    from basealign.report import read_metrics
+
+    train, evals = read_metrics(run_dir / "metrics.jsonl")
+    keys = ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
+    lines = []
+    for name, record, prefix in (("train", train[-1] if train else None, ""), ("eval", evals[-1] if evals else None, "eval/")):
+        if record:
+            shown = ", ".join(f"{k} {record[prefix + k]:.4g}" for k in keys if prefix + k in record)
+            lines.append(f"final {name} metrics (step {record['step']}): {shown}")
+    return lines

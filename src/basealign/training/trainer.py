@@ -51,8 +51,9 @@ class MicroBatches(Dataset):
     """
 
     def __init__(self, records: list[dict], budget: int, seed: int | None, shared_lengths: bool,
-                 num_processes: int = 1, epochs: int = 1):
+                 num_processes: int = 1, epochs: int = 1, padded: bool = False):
         self.records, self.budget, self.seed, self.shared_lengths = records, budget, seed, shared_lengths
+        self.padded = padded  # the padded path's budget counts its padded tensor
         counts = [len(self._grouping(e)) for e in range(max(epochs, 1) if seed is not None else 1)]
         self.real_lengths = counts
         self.length = math.ceil(max(counts) / num_processes) * num_processes
@@ -62,7 +63,7 @@ class MicroBatches(Dataset):
 
     def _grouping(self, epoch: int) -> list[list[int]]:
         seed = None if self.seed is None else self.seed + epoch
-        return group_by_token_budget(self.records, self.budget, seed, self.shared_lengths)
+        return group_by_token_budget(self.records, self.budget, seed, self.shared_lengths, self.padded)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -91,14 +92,15 @@ def planned_epochs(n_groups: int, num_processes: int, accumulation: int, num_epo
     return math.ceil(num_epochs)
 
 
-def micro_batches_for_training(records, budget, seed, shared_lengths, num_processes, accumulation, num_epochs, max_steps):
+def micro_batches_for_training(records, budget, seed, shared_lengths, num_processes, accumulation, num_epochs, max_steps,
+                               padded: bool = False):
     """MicroBatches whose fixed length covers every epoch the Trainer will run. The epoch
     count depends on the length and the length on the epochs; a longer length never needs
     more epochs, so two rounds settle it."""
-    epochs = planned_epochs(len(group_by_token_budget(records, budget, seed, shared_lengths)), num_processes,
+    epochs = planned_epochs(len(group_by_token_budget(records, budget, seed, shared_lengths, padded)), num_processes,
                             accumulation, num_epochs, max_steps)
     while True:
-        dataset = MicroBatches(records, budget, seed, shared_lengths, num_processes, epochs)
+        dataset = MicroBatches(records, budget, seed, shared_lengths, num_processes, epochs, padded)
         needed = planned_epochs(len(dataset), num_processes, accumulation, num_epochs, max_steps)
         if needed <= epochs:
             return dataset
