@@ -137,6 +137,11 @@ def test_logged_eval_accuracy_equals_score_per_pair_accuracy(tmp_path):
     logged = json.loads((out / "eval_results.json").read_text())
     assert logged["eval/rewards/accuracies"] == pytest.approx(per_pair, abs=1e-12)
     assert logged["eval/pairs"] == len(test_lines)
+    assert "eval_samples_per_second" not in logged and logged["eval/pairs_per_second"] > 0
+    summary = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "train_runtime" in line]
+    assert "train_samples_per_second" not in summary[-1]  # it counted micro-batches
+    pairs_trained = summary[-1]["train_pairs_per_second"] * summary[-1]["train_runtime"]
+    assert 3 <= round(pairs_trained) <= 3 * 16 and abs(pairs_trained - round(pairs_trained)) < 0.05
     mean_margin = sum(line["margin"] for line in test_lines) / len(test_lines)
     assert logged["eval/rewards/margins"] == pytest.approx(mean_margin, rel=1e-5, abs=1e-6)
 

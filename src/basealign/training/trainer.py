@@ -184,6 +184,7 @@ class PreferenceTrainer(Trainer):
         self.loss_is_scaled_for_ga = True
         self._windows = {"train": Window(loss_config), "eval": Window(loss_config)}
         self._window_start = time.perf_counter()
+        self._pairs_trained = 0.0  # this process, this session: for train_pairs_per_second
 
     def _prepare_reference(self, ref_model):
         """A full fine-tune's frozen reference, sharded the way the policy is (as TRL does),
@@ -235,6 +236,7 @@ class PreferenceTrainer(Trainer):
         self._windows[mode].add(sums)
         if mode == "train":
             self._windows["train"].tokens += batch.real_tokens * batch.weight
+            self._pairs_trained += batch.num_pairs * batch.weight
         if num_items_in_batch is None:  # outside the training loop: this batch's own mean
             loss = objective(sums, self.loss_config)
         else:  # sum over the step's global counts; x processes undoes the gradient mean over ranks
@@ -258,11 +260,21 @@ class PreferenceTrainer(Trainer):
                 # the pair mean over the whole eval set, not Trainer's mean of batch means
                 logs.update({f"eval_{k}": v for k, v in values.items() if k not in ("tokens", "pairs")})
                 logs["eval_pairs"] = values["pairs"]
+                if "eval_runtime" in logs:  # Trainer's eval_samples_per_second counts micro-batches
+                    logs.pop("eval_samples_per_second", None)
+                    logs["eval_pairs_per_second"] = values["pairs"] / max(float(logs["eval_runtime"]), 1e-9)
             else:
                 now = time.perf_counter()
                 logs.update({k: v for k, v in values.items() if k not in ("loss", "tokens", "pairs")})
                 logs["tokens_per_second"] = values["tokens"] / max(now - self._window_start, 1e-9)
                 self._window_start = now
+        if "train_runtime" in logs:
+            # Trainer's train_samples_per_second counts dataset items, i.e. micro-batches
+            pairs = torch.tensor([self._pairs_trained], dtype=torch.float64, device=self.args.device)
+            if self.accelerator.num_processes > 1:
+                pairs = self.accelerator.reduce(pairs, reduction="sum")
+            logs.pop("train_samples_per_second", None)
+            logs["train_pairs_per_second"] = pairs.item() / max(float(logs["train_runtime"]), 1e-9)
         super().log(logs, start_time)
 
 
