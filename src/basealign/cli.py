@@ -1,4 +1,4 @@
-"""The `basealign` command: train, prepare, score, doctor, push, fields.
+"""The `basealign` command: train, prepare, score, eval, doctor, push, fields.
 
 Every user-facing failure is a BasealignError and ends as one line on stderr with exit
 code 2; anything else is a bug and keeps its traceback.
@@ -35,6 +35,18 @@ def _score(args: argparse.Namespace) -> None:
     from basealign.score import score
 
     score(args.model, pairs=args.pairs, out=args.out, packing=args.packing, overrides=args.overrides)
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from basealign.eval.run import evaluate
+
+    options = {
+        "pairs": args.pairs, "split": args.split, "prompts": args.prompts, "limit": args.limit,
+        "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
+        "batch_size": args.batch_size, "judges": args.judge, "task_paths": args.task_path, "task_limit": args.task_limit,
+        "tasks": [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks is not None else None,
+    }
+    evaluate(args.run, **{k: v for k, v in options.items() if v is not None})
 
 
 def _doctor(args: argparse.Namespace) -> None:
@@ -94,6 +106,25 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p.add_argument("--packing", type=_bool, default=True, help="true (fast path, default) or false (padded)")
     p.add_argument("overrides", nargs="*", help="recipe overrides, e.g. data.max_length=1024")
     p.set_defaults(func=_score)
+
+    p = sub.add_parser("eval", help="aligned vs base: preference metrics, answers, judges, lm-eval (RUN/eval/)")
+    p.add_argument("run", help="a run directory (recipe.yaml + adapter or model)")
+    p.add_argument("--pairs", help="held-out pairs folder or data recipe (default: the run's own pairs)")
+    p.add_argument("--split", help="split of the pairs to evaluate (default test)")
+    p.add_argument("--prompts", help="JSON-lines file with a 'prompt' per line (default: the held-out prompts)")
+    p.add_argument("--limit", type=int, help="only the first N pairs and N prompts")
+    p.add_argument("--max-new-tokens", type=int, help="longest answer, in tokens (default 128)")
+    p.add_argument("--temperature", type=float, help="0 (default) is greedy")
+    p.add_argument("--top-p", type=float, help="nucleus sampling mass (with --temperature)")
+    p.add_argument("--seed", type=int, help="seed of sampling and bootstrap (default 0)")
+    p.add_argument("--batch-size", type=int, help="prompts per generate call (default 8)")
+    p.add_argument("--judge", action="append", metavar="NAME=PATH[:lower]",
+                   help="a sequence-classification judge; repeat for several (helpful=..., harmless=...)")
+    p.add_argument("--tasks", nargs="?", const="paper", metavar="A,B,C",
+                   help="lm-eval tasks; --tasks alone runs the paper's suite")
+    p.add_argument("--task-path", action="append", metavar="DIR", help="folder of extra lm-eval task YAMLs")
+    p.add_argument("--task-limit", type=int, help="lm-eval: only the first N documents per task")
+    p.set_defaults(func=_eval)
 
     p = sub.add_parser("doctor", help="print versions and the backend that would run")
     p.add_argument("--model", default=None, metavar="NAME_OR_PATH",

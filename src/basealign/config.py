@@ -221,6 +221,35 @@ class HubConfig:
 
 
 @dataclass
+class EvalConfig:
+    """`basealign eval`, and the eval stage at the end of training when a recipe has this section."""
+
+    pairs: str | None = field(default=None, metadata={
+        "help": "Held-out pairs folder (or data recipe); null: the run's own pairs (RUN/data, else data.pairs)."})
+    split: str = field(default="test", metadata={"help": "Split of the pairs folder to evaluate on."})
+    prompts: str | None = field(default=None, metadata={
+        "help": "JSON-lines file of prompts to generate for ({'prompt': text or message list, 'label', 'source'}); "
+                "null: the prompts of the held-out pairs."})
+    limit: int | None = field(default=None, metadata={"help": "Evaluate only the first N pairs and N prompts."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Longest answer generated, in tokens."})
+    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature; 0 is greedy decoding."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (with temperature > 0)."})
+    seed: int = field(default=0, metadata={"help": "Seed of sampling and of the bootstrap intervals."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts per generate call (and per judge call)."})
+    judges: list[str] = field(default_factory=list, metadata={
+        "help": "Sequence-classification judges as NAME=PATH (higher is better) or NAME=PATH:lower (a cost model); "
+                "NAME is the label whose prompts it judges, e.g. helpful=..., harmless=..."})
+    tasks: list[str] = field(default_factory=list, metadata={
+        "help": "lm-evaluation-harness tasks for base vs aligned; 'paper' is the paper's suite; empty: skipped."})
+    task_paths: list[str] = field(default_factory=list, metadata={
+        "help": "Folders of extra lm-eval task YAMLs (the harness's include_path)."})
+    task_limit: int | None = field(default=None, metadata={"help": "lm-eval: only the first N documents per task."})
+    step_generations: int = field(default=0, metadata={
+        "help": "During training: at each eval step, write N held-out prompts' answers (policy vs reference) to "
+                "RUN/eval/generations_step<k>.jsonl; report.md shows the last ones."})
+
+
+@dataclass
 class Recipe:
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The base model and how it runs."})
     lora: LoraConfig | None = field(
@@ -238,6 +267,9 @@ class Recipe:
         metadata={"help": "Run folder: adapter or model, tokenizer, checkpoints, metrics.jsonl, report, recipe.yaml."},
     )
     hub: HubConfig = field(default_factory=HubConfig, metadata={"help": "Publishing to the Hugging Face Hub."})
+    eval: EvalConfig | None = field(default=None, metadata={
+        "help": "`basealign eval` settings; with this section the evaluation also runs when training ends. "
+                "null: no eval stage."})
     recipe_dir: str | None = field(
         default=None,
         # Set by the loader, not by a recipe: `fields` does not list it and a recipe may not set it.

@@ -1,7 +1,8 @@
-"""report.md and report.png from a run's metrics.jsonl."""
+"""report.md and report.png from a run's metrics.jsonl, with the last sample generations."""
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -96,5 +97,27 @@ def write_report(run_dir: Path, title: str, details: dict[str, str]) -> tuple[Pa
         last = evals[-1]
         lines += ["", "## Evaluation", "", f"step {last['step']}", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4g} |" for k, v in last.items() if k.startswith("eval/") and isinstance(v, (int, float))]
+    lines += generations_section(run_dir)
     md = write_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
     return md, png
+
+
+def generations_section(run_dir: Path, shown: int = 5) -> list[str]:
+    """The last eval step's sample answers (RUN/eval/generations_step<k>.jsonl), base vs aligned."""
+    files = sorted((Path(run_dir) / "eval").glob("generations_step*.jsonl"),
+                   key=lambda f: int(f.stem.removeprefix("generations_step") or 0))
+    if not files:
+        return []
+    samples = metrics_lines(files[-1])[:shown]
+    step = samples[0]["step"] if samples else "?"
+    lines = ["", f"## Sample generations (step {step})", ""]
+    for sample in samples:
+        lines += [f"**{sample['index']}** ({sample.get('label')}) {_one_line(sample['prompt_text'])}", "",
+                  f"- base ({sample['reference_tokens']} tokens): {_one_line(sample['reference']) or '(empty)'}",
+                  f"- aligned ({sample['policy_tokens']} tokens): {_one_line(sample['policy']) or '(empty)'}", ""]
+    return lines
+
+
+def _one_line(text: str) -> str:
+    # model text is shown, never rendered: markdown viewers would run HTML in it
+    return html.escape(" ".join(text.split()), quote=False)

@@ -214,6 +214,13 @@ def score_records(model, records: list[dict], *, ref_model, packing: bool, prefi
     return results
 
 
+def reference_name(policy, ref_model, recipe: Recipe) -> str | None:
+    """What the `reference` field of a pair line says: where the reference log-probs come from."""
+    if ref_model is None:
+        return None
+    return "base model (adapter disabled)" if ref_model is policy else f"base model {recipe.model.name_or_path}"
+
+
 def pair_line(split: str, row: dict, record: dict, values, beta: float, reference: str | None) -> dict:
     pi_c, pi_r, ref_c, ref_r = values
     if reference is not None:
@@ -291,9 +298,7 @@ def score(model: str, pairs: str, out: str, packing: bool = True, overrides=()) 
         except ValueError as err:
             raise BasealignError(f"model.attn_implementation: {err}") from None
 
-        reference = None
-        if has_reference:
-            reference = "base model (adapter disabled)" if ref_model is policy else f"base model {spec.recipe.model.name_or_path}"
+        reference = reference_name(policy, ref_model, recipe)
         beta = recipe.loss.beta
         training = recipe.training
         lines: list[dict] = []

@@ -244,6 +244,7 @@ def build_model_card(
         body.append("")
     if not train and not evals:
         body += ["The run recorded no metrics.", ""]
+    body += eval_section(run_dir)
 
     body += ["## Usage", "", "```python"]
     load_id = repo_id or "OWNER/NAME"
@@ -294,6 +295,17 @@ def build_model_card(
 
     text = "\n".join(body)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{text}")
+
+
+def eval_section(run_dir: Path | None) -> list[str]:
+    """The balance table of `basealign eval` (RUN/eval/eval.json), aligned vs base, when it exists."""
+    result = read_json(Path(run_dir) / "eval" / "eval.json") if run_dir is not None else None
+    if not result:
+        return []
+    from basealign.eval.report import summary_rows
+
+    return ["## Evaluation: aligned vs base", "", *_table(("measure", "value"), summary_rows(result)), "",
+            "Details in `eval/eval.md` of the run (`basealign eval`).", ""]
 
 
 def read_json(path: Path) -> dict | None:

@@ -62,7 +62,7 @@ def tokenize_pairs(rows, tokenizer, max_length: int, max_prompt_length: int | No
             )
         prompt_text, chosen_text = render(tokenizer, row["prompt"], row["chosen"])
         _, rejected_text = render(tokenizer, row["prompt"], row["rejected"])
-        bos = [tokenizer.bos_token_id] if adds_bos and not prompt_text.startswith(tokenizer.bos_token) else []
+        bos = _bos(tokenizer, adds_bos, prompt_text)
         prompt_ids = bos + tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
         chosen_ids = _response_ids(tokenizer, bos, prompt_ids, prompt_text + chosen_text)
         rejected_ids = _response_ids(tokenizer, bos, prompt_ids, prompt_text + rejected_text)
@@ -92,6 +92,17 @@ def tokenize_pairs(rows, tokenizer, max_length: int, max_prompt_length: int | No
         out.records.append({"prompt_ids": prompt_ids, "chosen_ids": chosen_ids, "rejected_ids": rejected_ids,
                             "index": index, "truncated": truncated})
     return out
+
+
+def prompt_token_ids(tokenizer, prompt) -> list[int]:
+    """A prompt (text or message list) as the model sees it before its answer: chat template with the
+    generation prompt, BOS as `tokenize_pairs` adds it; the same ids a pair's record starts with."""
+    text = tokenizer.apply_chat_template(_messages(prompt, "user"), tokenize=False, add_generation_prompt=True)
+    return _bos(tokenizer, _adds_bos(tokenizer), text) + tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _bos(tokenizer, adds_bos: bool, prompt_text: str) -> list[int]:
+    return [tokenizer.bos_token_id] if adds_bos and not prompt_text.startswith(tokenizer.bos_token) else []
 
 
 def _response_ids(tokenizer, bos: list[int], prompt_ids: list[int], full_text: str) -> list[int] | None:

@@ -1,7 +1,7 @@
 """`basealign train`: a recipe in; an adapter (or full model), metrics and a report out.
 
 Read `TrainingRun` top to bottom: setup (output folder, data, model, reference, trainer),
-train, finish (save, eval results, report, push). Each stage is a short method that hands
+train, finish (save, eval results, report, eval, push). Each stage is a short method that hands
 its results on as attributes; the pieces themselves live in their own modules.
 
 With several processes (accelerate launch / torchrun) every rank runs the same stages;
@@ -71,6 +71,7 @@ class TrainingRun:
             self._setup_model()
             self._setup_reference()
             self._setup_trainer()
+            self._setup_step_generations()
             self._write_run_files()
         except BaseException:
             if self.state.is_main_process:  # a run that never started leaves the folder as it found it
@@ -197,6 +198,24 @@ class TrainingRun:
             callbacks=[MetricsFileCallback(metrics_path)],
         )
 
+    def _setup_step_generations(self) -> None:
+        """With `eval.step_generations: N`, N held-out prompts answered at each eval step."""
+        from basealign.data_prep.prepare import load_pairs
+        from basealign.eval.prompts import from_pairs
+        from basealign.eval.run import decoding
+        from basealign.eval.step_generations import StepGenerations
+
+        config, split = self.recipe.eval, self.recipe.data.eval_split
+        if not config or not config.step_generations or not split or not (self.pairs_dir / f"{split}.parquet").exists():
+            return
+        ref_model = self.trainer.ref_model  # the frozen copy as the trainer placed it (full fine-tune)
+        if self.recipe.lora is None and ref_model is None:  # precomputed reference log-probs: no model
+            self._log("eval.step_generations skipped: a full fine-tune with precompute_ref_logps keeps no reference model")
+            return
+        prompts = from_pairs(load_pairs(self.pairs_dir, split))[: config.step_generations]
+        self.trainer.add_callback(StepGenerations(prompts, self.tokenizer, ref_model, self.out / "eval",
+                                                  decoding(config)))
+
     # ------------------------------------------------------------------ train, finish
 
     def train(self) -> None:
@@ -204,7 +223,7 @@ class TrainingRun:
         self.eval_results = self.trainer.evaluate() if self.trainer.eval_dataset is not None else None
 
     def finish(self) -> None:
-        """Save the model, then (main process only) eval results, tokenizer, report, push."""
+        """Save the model, then (main process only) eval results, tokenizer, report, eval, push."""
         self.trainer.save_model(str(self.out))  # every rank: FSDP/ZeRO-3 gather the weights collectively
         if not self.state.is_main_process:
             return
@@ -214,6 +233,7 @@ class TrainingRun:
             clean = {k.replace("eval_", "eval/", 1): v for k, v in self.eval_results.items()}
             write_atomic(self.out / "eval_results.json", json.dumps(clean, indent=2) + "\n")
         self._write_report()
+        self._evaluate()
         if self.recipe.hub.push:
             from basealign.hub.publish import push
 
@@ -236,6 +256,14 @@ class TrainingRun:
                 f"training finished but {self.out} holds no {' or '.join(wanted)}; with FSDP set "
                 "fsdp_state_dict_type: FULL_STATE_DICT (recipes/accelerate/fsdp2.yaml does)"
             )
+
+    def _evaluate(self) -> None:
+        """The recipe's `eval:` section: `basealign eval` on the saved run, before it is pushed."""
+        config = self.recipe.eval
+        if config is not None:
+            from basealign.eval.run import evaluate
+
+            evaluate(str(self.out), config, pairs=config.pairs or str(self.pairs_dir))
 
     def _write_report(self) -> None:
         from basealign.report import write_report

@@ -28,6 +28,7 @@ RESUME_FREE_FIELDS = frozenset({
     "training.precompute_ref_logps", "training.ref_cache_dir", "training.pad_to_multiple_of",
     "model.attn_implementation", "model.gradient_checkpointing", "data.eval_split",
 })
+RESUME_FREE_SECTIONS = ("eval",)  # `basealign eval` after training reads the model, never shapes it
 # What shows that a folder holds a run: its checkpoints and its saved model.
 RUN_MARKERS = (
     "checkpoint-*", "adapter_config.json", "adapter_model.safetensors", "model.safetensors", "model-*-of-*.safetensors",
@@ -37,7 +38,7 @@ RUN_MARKERS = (
 RUN_FILES = (
     *RUN_MARKERS, "config.json", "generation_config.json", "model.safetensors.index.json", "training_args.bin",
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "recipe.yaml",
-    "metrics.jsonl", "eval_results.json", "data_stats.json", "report.md", "report.png",
+    "metrics.jsonl", "eval_results.json", "data_stats.json", "report.md", "report.png", "eval",
 )
 
 
@@ -54,7 +55,8 @@ def _flat(recipe: Recipe) -> dict:
 def differing_fields(saved: Recipe, wanted: Recipe) -> list[str]:
     """Dotted names of the training-relevant fields in which two recipes differ."""
     old, new = _flat(saved), _flat(wanted)
-    return sorted(k for k in old.keys() | new.keys() if k not in RESUME_FREE_FIELDS and old.get(k) != new.get(k))
+    return sorted(k for k in old.keys() | new.keys() if k not in RESUME_FREE_FIELDS
+                  and k.split(".")[0] not in RESUME_FREE_SECTIONS and old.get(k) != new.get(k))
 
 
 class RunFolder:
