@@ -59,6 +59,23 @@ def test_dry_run_folder_and_card(lora_run, tmp_path, capsys):
         assert (out / name).read_bytes() == (lora_run / name).read_bytes(), name
 
 
+def test_dry_run_carries_the_eval_folder(lora_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(lora_run, run)  # the fixture is shared: leave it as it was
+    (run / "eval").mkdir()
+    from basealign.eval.preference import summarize
+
+    lines = [{"label": "harmless", "source": "toy", "margin": m, "reference": None} for m in (0.5, -0.1, 0.35)]
+    (run / "eval" / "eval.json").write_text(json.dumps({"preference": summarize(lines)}) + "\n")
+    (run / "eval" / "eval.md").write_text("# eval\n")
+    (run / "eval" / "scratch.tmp").write_text("not a result")
+    out = tmp_path / "upload"
+    push(run, repo_id=REPO, dry_run=out)
+    assert sorted(p.name for p in (out / "eval").iterdir()) == ["eval.json", "eval.md"]
+    assert (out / "eval" / "eval.json").read_bytes() == (run / "eval" / "eval.json").read_bytes()
+    assert "## Evaluation: aligned vs base" in (out / "README.md").read_text()
+
+
 def test_dry_run_adapter_gives_same_logprobs(lora_run, adapter_logprob, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -43,6 +43,8 @@ TOKENIZER_FILES = (
     "merges.txt",
 )
 RUN_FILES = ("recipe.yaml", "metrics.jsonl", "data_stats.json", "eval_results.json")
+# What `basealign eval` leaves in RUN/eval/, uploaded under eval/ beside the model card's table
+EVAL_FILES = ("eval.json", "eval.md", "balance.png", "pairs.jsonl", "generations.jsonl", "generations.html")
 FULL_MODEL_PATTERNS = (
     "config.json",
     "generation_config.json",
@@ -188,6 +190,10 @@ def stage(
         src = run.path / name
         if src.is_file() and not (target / name).exists():
             shutil.copyfile(src, target / name)
+    for name in EVAL_FILES:
+        if (run.path / "eval" / name).is_file():
+            (target / "eval").mkdir(exist_ok=True)
+            shutil.copyfile(run.path / "eval" / name, target / "eval" / name)
 
     try:
         data_stats = read_json(run.path / "data_stats.json")
