@@ -24,8 +24,9 @@ install-dev: $(BIN)/python
 	# build it against the torch above, with no ops compiled ahead of time.
 	DS_BUILD_OPS=0 $(BIN)/pip install --quiet --no-build-isolation "deepspeed==0.19.8"
 
+# --overwrite: running the demo again replaces runs/quickstart instead of refusing it
 quickstart: install
-	$(BIN)/basealign train recipes/quickstart.yaml
+	$(BIN)/basealign train recipes/quickstart.yaml --overwrite
 
 test: install-dev
 	$(BIN)/python -m pytest -q tests

@@ -100,6 +100,25 @@ def toy_rows(n: int, seed: int = 0) -> list[dict]:
     ]
 
 
+def small_recipe(pairs: Path, out: Path, **sections) -> dict:
+    """A small LoRA training recipe (as a dict) on the builtin tiny model; SECTIONS override."""
+    recipe = {
+        "model": {"name_or_path": "builtin:tiny-mistral"},
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+        "data": {"pairs": str(pairs), "max_length": 256},
+        "loss": {"type": ["sigmoid"], "beta": 0.1},
+        "training": {"learning_rate": 2e-3, "max_tokens_per_batch": 700, "num_epochs": 1, "logging_steps": 1,
+                     "save_steps": 100, "seed": 3},
+        "output_dir": str(out),
+    }
+    for section, values in sections.items():
+        if values is None or not isinstance(recipe.get(section), dict):
+            recipe[section] = values
+        else:
+            recipe[section] = {**recipe[section], **values}
+    return recipe
+
+
 @pytest.fixture
 def pairs_folder(tmp_path):
     return write_pairs_folder(tmp_path / "pairs", toy_rows(24), toy_rows(6, seed=1))

@@ -18,7 +18,7 @@ import torch
 
 from basealign.config import LossConfig, recipe_from_dict
 from basealign.training.trainer import MicroBatch, MicroBatches, PreferenceCollator, PreferenceTrainer
-from conftest import random_records, toy_rows, write_pairs_folder
+from conftest import random_records, small_recipe, toy_rows, write_pairs_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,15 +119,7 @@ def test_logged_eval_accuracy_equals_score_per_pair_accuracy(tmp_path):
 
     pairs = _varied_pairs_folder(tmp_path / "pairs")
     out = tmp_path / "run"
-    recipe = {
-        "model": {"name_or_path": "builtin:tiny-mistral"},
-        "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
-        "data": {"pairs": str(pairs), "max_length": 256},
-        "loss": {"type": ["sigmoid"], "beta": 0.1},
-        "training": {"learning_rate": 2e-3, "max_tokens_per_batch": 512, "max_steps": 3, "logging_steps": 1,
-                     "save_steps": 100, "seed": 3},
-        "output_dir": str(out),
-    }
+    recipe = small_recipe(pairs, out, training={"max_tokens_per_batch": 512, "max_steps": 3})
     training_run = run(recipe_from_dict(recipe))
     assert training_run == out
     scores = tmp_path / "scores.jsonl"

@@ -11,9 +11,7 @@ import pytest
 import yaml
 
 from basealign import cli
-from conftest import toy_rows, write_pairs_folder
-
-from test_train import small_recipe
+from conftest import small_recipe, toy_rows, write_pairs_folder
 
 
 def one_error_line(capsys, argv) -> str:

@@ -278,7 +278,7 @@ def test_cli_out_in_a_read_only_folder_fails_before_scoring(workspace, capsys, m
 
 def test_full_finetune_run_is_scored_against_its_base_model(tmp_path, pairs_folder):
     from basealign.training.run import run
-    from test_train import small_recipe
+    from conftest import small_recipe
 
     out = tmp_path / "full"
     run(recipe_from_dict(small_recipe(pairs_folder, out, lora=None, training={"max_steps": 2})))

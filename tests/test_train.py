@@ -11,26 +11,9 @@ import torch
 from basealign import cli
 from basealign.config import recipe_from_dict
 from basealign.training.run import run
+from conftest import small_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def small_recipe(pairs: Path, out: Path, **sections) -> dict:
-    recipe = {
-        "model": {"name_or_path": "builtin:tiny-mistral"},
-        "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
-        "data": {"pairs": str(pairs), "max_length": 256},
-        "loss": {"type": ["sigmoid"], "beta": 0.1},
-        "training": {"learning_rate": 2e-3, "max_tokens_per_batch": 700, "num_epochs": 1, "logging_steps": 1,
-                     "save_steps": 100, "seed": 3},
-        "output_dir": str(out),
-    }
-    for section, values in sections.items():
-        if values is None or not isinstance(recipe.get(section), dict):
-            recipe[section] = values
-        else:
-            recipe[section] = {**recipe[section], **values}
-    return recipe
 
 
 def metrics(out: Path) -> list[dict]:

@@ -79,9 +79,11 @@ class MicroBatches(Dataset):
 
     def filler_note(self, num_processes: int) -> str:
         fillers = sorted({self.length - n for n in self.real_lengths})
+        note = f"{self.length} micro-batches per epoch on {num_processes} process{'es' if num_processes > 1 else ''}"
+        if fillers[-1] == 0:
+            return note
         spread = f"{fillers[0]}" if len(fillers) == 1 else f"{fillers[0]}-{fillers[-1]}"
-        return (f"{self.length} micro-batches per epoch on {num_processes} process(es); {spread} zero-weight "
-                f"filler(s) per epoch keep processes in step (no pair is repeated)")
+        return f"{note}, {spread} of them zero-weight fillers that keep processes in step (no pair is repeated)"
 
 
 def planned_epochs(n_groups: int, num_processes: int, accumulation: int, num_epochs: float, max_steps: int) -> int:
