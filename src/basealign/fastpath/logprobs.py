@@ -165,8 +165,9 @@ def enable_logprob_forward(model, implementation: str = "auto") -> None:
         implementation, processing = self._basealign_logprobs, logit_processing(self.config)
 
         def fused_head(hidden: torch.Tensor) -> torch.Tensor:
-            # Under ZeRO-3 the head is partitioned to zero elements even here; gather it for the
-            # direct read (TRL's kernel gathers again for its backward).
+            # Inside the head's forward ZeRO-3's hooks have gathered it already (then TRL's context
+            # does nothing); the context covers a head those hooks left partitioned, and TRL's
+            # kernel enters it again for its backward.
             with maybe_gather_lm_head_ctx(head.weight, getattr(head, "bias", None)):
                 return token_logprobs(hidden.to(head.weight.device), head, logprob_targets.target_ids, implementation,
                                       processing)
