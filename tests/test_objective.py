@@ -197,6 +197,7 @@ def test_two_processes_equal_one_process_with_accumulation(tmp_path):
     assert "loss/sft" in want[0] and "loss/sigmoid" in want[0]
     # rank 1 prints nothing of its own: one "saved to" line, one prepared data folder
     assert two.stdout.count("basealign: saved to") == 1
+    assert two.stdout.count("pairs kept") == one.stdout.count("pairs kept") == 2  # train, test: once each
     assert not list((tmp_path / "two").glob(".*.tmp")) and not list((tmp_path / "two" / "data").glob(".*.tmp"))
 
 
@@ -258,11 +259,8 @@ def test_a_save_that_leaves_no_adapter_is_an_error_not_saved(tmp_path, pairs_fol
 def _setup_data_worker(rank: int, world: int, port: int, base: str, rounds: int) -> None:
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"})
-    from accelerate import PartialState
-
     from basealign.training.run import TrainingRun
 
-    state = PartialState(cpu=True)
     for i in range(rounds):
         recipe = recipe_from_dict({
             "model": {"name_or_path": "builtin:tiny-mistral"},
@@ -270,12 +268,13 @@ def _setup_data_worker(rank: int, world: int, port: int, base: str, rounds: int)
             "training": {"max_tokens_per_batch": 600},
             "output_dir": f"{base}/round{i}",
         })
-        training_run = TrainingRun(recipe)
+        training_run = TrainingRun(recipe)  # its own process state, as under torchrun
+        assert training_run.state.num_processes == world and training_run.state.process_index == rank
         training_run._setup_output()
         training_run._setup_data()  # raises (and fails the spawn) on a half-written or doubly prepared folder
         assert len(training_run.splits.train) > 50
-        state.wait_for_everyone()
-    state.destroy_process_group()
+        training_run.state.wait_for_everyone()
+    training_run.state.destroy_process_group()
 
 
 def test_two_ranks_on_an_unprepared_data_recipe_never_fail(tmp_path):

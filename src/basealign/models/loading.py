@@ -146,12 +146,15 @@ def is_peft(model) -> bool:
     return isinstance(model, PeftModel)
 
 
+def frozen(model):
+    """MODEL in eval mode with no parameter requiring grad: a reference."""
+    model.requires_grad_(False)
+    return model.eval()
+
+
 def frozen_copy(model):
     # Not trl.create_reference_model: same result, but in trl 1.16 a deprecated shim over trl.experimental.
-    ref = copy.deepcopy(model)
-    ref.requires_grad_(False)
-    ref.eval()
-    return ref
+    return frozen(copy.deepcopy(model))
 
 
 @contextlib.contextmanager

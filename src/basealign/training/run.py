@@ -22,7 +22,7 @@ from basealign.files import write_atomic
 from basealign.fastpath import attention
 from basealign.hub.reach import require_hub_repo
 from basealign.models.loading import (
-    apply_lora, check_packed_support, check_training_dtype, frozen_copy, load_model, load_tokenizer, resolve_model_path,
+    apply_lora, check_packed_support, check_training_dtype, frozen, frozen_copy, load_model, load_tokenizer, resolve_model_path,
 )
 from basealign.models.tokenize_pairs import tokenize_pairs
 from basealign.training.plan import check_model
@@ -57,10 +57,14 @@ class TokenizedSplits:
 
 class TrainingRun:
     def __init__(self, recipe: Recipe, resume: bool = False, overwrite: bool = False):
+        import torch
         from accelerate import PartialState
 
         self.recipe, self.resume, self.overwrite = recipe, resume, overwrite
-        self.state = PartialState()  # this process's rank and device, from accelerate
+        # This process's rank and device, from accelerate. Without a GPU, accelerate sees the
+        # processes of a torchrun launch only when told it runs on CPU (else every one is
+        # "rank 0" until TrainingArguments sets the state up again, too late for the data).
+        self.state = PartialState(cpu=not torch.cuda.is_available())
         self.out = Path(recipe.output_dir)
 
     def setup(self) -> None:
@@ -68,6 +72,7 @@ class TrainingRun:
         self._setup_output()
         try:
             self._setup_data()
+            self._setup_arguments()
             self._setup_model()
             self._setup_reference()
             self._setup_trainer()
@@ -104,6 +109,15 @@ class TrainingRun:
         self.tokenizer = load_tokenizer(self.model_path, recipe.model.chat_template, recipe.model.revision)
         self.splits = load_tokenized(recipe, self.pairs_dir, self.tokenizer, verbose=self.state.is_main_process)
 
+    def _setup_arguments(self) -> None:
+        """transformers' TrainingArguments, built before any model loads: under ZeRO-3 they tell
+        `from_pretrained` to load each weight partitioned across the ranks (zero.Init), not
+        whole on every rank."""
+        from transformers import TrainingArguments
+
+        self.args = TrainingArguments(**training_arguments(self.recipe, has_eval=bool(self.splits.test),
+                                                           use_cpu=self.state.device.type == "cpu"))
+
     def _setup_model(self) -> None:
         """The policy: the model with our attention and log-prob forward, LoRA if asked."""
         from transformers import set_seed
@@ -134,13 +148,13 @@ class TrainingRun:
         recipe, training = self.recipe, self.recipe.training
         self.ref_model = None
         if recipe.lora is None and not training.precompute_ref_logps:
-            self.ref_model = frozen_copy(self.model)
+            self.ref_model = self._frozen_reference()
         if not training.precompute_ref_logps:
             return
         from basealign.training.reference_cache import attach_reference_logps, weights_fingerprint
 
         fp = weights_fingerprint(self.model_path, recipe.model.dtype, recipe.model.revision)
-        ref_for_cache = frozen_copy(self.model) if recipe.lora is None else None
+        ref_for_cache = self._frozen_reference() if recipe.lora is None else None
         self.model.to(self.state.device)
         # The main process computes and writes the cache; the others then read that file.
         with self.state.main_process_first():
@@ -153,9 +167,16 @@ class TrainingRun:
                     self._log(f"reference log-probs cached in {cache.parent}")
         del ref_for_cache
 
-    def _setup_trainer(self) -> None:
-        from transformers import TrainingArguments
+    def _frozen_reference(self):
+        """A full fine-tune's reference: a frozen copy of the policy, or under ZeRO-3 (whose
+        partitioned weights cannot be deep-copied) the base model loaded again, as TRL does."""
+        from transformers.integrations import is_deepspeed_zero3_enabled
 
+        if is_deepspeed_zero3_enabled():
+            return frozen(load_model(self.recipe.model, self.model_path))
+        return frozen_copy(self.model)
+
+    def _setup_trainer(self) -> None:
         from basealign.training.trainer import (
             MetricsFileCallback, MicroBatches, PreferenceCollator, PreferenceTrainer, micro_batches_for_training,
             truncate_metrics,
@@ -178,8 +199,6 @@ class TrainingRun:
                                         padded=padded)
         collator = PreferenceCollator(training.packing, training.prefix_sharing, self.tokenizer.pad_token_id,
                                       self.backend, training.pad_to_multiple_of)
-        args = TrainingArguments(**training_arguments(recipe, has_eval=eval_dataset is not None,
-                                                      use_cpu=self.state.device.type == "cpu"))
         metrics_path = self.out / "metrics.jsonl"
         if self.state.is_main_process:
             if self.checkpoint is None:
@@ -188,7 +207,7 @@ class TrainingRun:
                 truncate_metrics(metrics_path, int(Path(self.checkpoint).name.split("-")[-1]))
         self.trainer = PreferenceTrainer(
             model=self.model,
-            args=args,
+            args=self.args,
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             data_collator=collator,
