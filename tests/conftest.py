@@ -151,3 +151,10 @@ def save_lora_run(run_dir: Path, lora_b_scale: float, chat_template: str | None 
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+def failure_lines(stderr: str, limit: int = 20) -> str:
+    """The lines of a child process's stderr that say what failed (its one-line error or the
+    exception), rather than its last few thousand characters of warnings and progress bars."""
+    lines = [line for line in stderr.splitlines() if "rror" in line and "warn" not in line.lower()]
+    return "\n".join(lines[-limit:]) or stderr[-3000:]

@@ -18,7 +18,7 @@ import torch
 
 from basealign.config import LossConfig, recipe_from_dict
 from basealign.training.trainer import MicroBatch, MicroBatches, PreferenceCollator, PreferenceTrainer
-from conftest import random_records, small_recipe, toy_rows, write_pairs_folder
+from conftest import failure_lines, random_records, small_recipe, toy_rows, write_pairs_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -174,9 +174,9 @@ def test_two_processes_equal_one_process_with_accumulation(tmp_path):
         "           eval_steps: 3, save_steps: 1000, seed: 3}\n"
     )
     one = _cli(["train", str(recipe), f"output_dir={tmp_path / 'one'}", "training.gradient_accumulation_steps=2"], 1, tmp_path)
-    assert one.returncode == 0, one.stderr[-3000:]
+    assert one.returncode == 0, failure_lines(one.stderr)
     two = _cli(["train", str(recipe), f"output_dir={tmp_path / 'two'}"], 2, tmp_path)
-    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.returncode == 0, failure_lines(two.stderr)
 
     a = load_file(tmp_path / "one" / "adapter_model.safetensors")
     b = load_file(tmp_path / "two" / "adapter_model.safetensors")

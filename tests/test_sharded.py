@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import random_records
+from conftest import failure_lines, random_records
 
 WORLD = 2
 
@@ -90,7 +90,7 @@ def test_fused_head_under_fsdp2_matches_unsharded(tmp_path):
         assert error < 1e-5, (name, error)
 
 
-def _train(tmp_path, name: str, extra_env: dict) -> "Path":
+def _train(tmp_path, name: str, extra_env: dict, overrides: tuple[str, ...] = ()) -> "Path":
     import json
     import subprocess
     import sys
@@ -109,27 +109,32 @@ def _train(tmp_path, name: str, extra_env: dict) -> "Path":
     env = {**os.environ, "OMP_NUM_THREADS": "1", **extra_env}
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
-         "-m", "basealign.cli", "train", str(recipe), f"output_dir={out}"],
+         "-m", "basealign.cli", "train", str(recipe), f"output_dir={out}", *overrides],
         env=env, capture_output=True, text=True, timeout=600,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, failure_lines(done.stderr)
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
     return out
 
 
-def test_deepspeed_zero3_adapter_equals_ddp(tmp_path):
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+def test_deepspeed_zero3_equals_ddp(tmp_path, lora):
     """ZeRO-3 (DeepSpeed's CPU accelerator, gloo) against DDP on the same micro-batches: the
-    same adapter after one step. Clipping is off: DeepSpeed sums the gradient norm in its own
-    order, and Adam's first step (about lr * sign(g)) would turn that 1e-7 into 1e-5."""
+    same adapter (LoRA) or model (full fine-tune: weights loaded partitioned, the reference
+    loaded again and sharded) after one step. Clipping is off: DeepSpeed sums the gradient
+    norm in its own order, and Adam's first step (about lr * sign(g)) would turn that 1e-7
+    into 1e-5."""
     pytest.importorskip("deepspeed")
     from safetensors.torch import load_file
 
+    overrides = () if lora else ("lora=null", "training.learning_rate=1e-4")
     zero3 = _train(tmp_path, "zero3", {"DS_ACCELERATOR": "cpu", "ACCELERATE_USE_DEEPSPEED": "true",
-                                       "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3",
-                                       "ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL": "true"})
-    ddp = _train(tmp_path, "ddp", {})
+                                       "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3", "ACCELERATE_DEEPSPEED_ZERO3_INIT": "true",
+                                       "ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL": "true"}, overrides)
+    ddp = _train(tmp_path, "ddp", {}, overrides)
     assert torch.load(zero3 / "training_args.bin", weights_only=False).deepspeed_plugin.zero_stage == 3
-    a, b = load_file(zero3 / "adapter_model.safetensors"), load_file(ddp / "adapter_model.safetensors")
+    weights = "adapter_model.safetensors" if lora else "model.safetensors"
+    a, b = load_file(zero3 / weights), load_file(ddp / weights)
     assert a.keys() == b.keys() and a
     for key in a:
         error = ((a[key] - b[key]).abs().max() / b[key].abs().max().clamp(min=1e-12)).item()
