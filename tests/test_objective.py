@@ -287,3 +287,17 @@ def test_two_ranks_on_an_unprepared_data_recipe_never_fail(tmp_path):
     mp.spawn(_setup_data_worker, args=(2, port, str(tmp_path), 6), nprocs=2, join=True)
     for i in range(6):
         assert (tmp_path / f"round{i}" / "data" / "train.parquet").is_file()
+
+
+def test_eval_section_inputs_are_checked_before_training(tmp_path, pairs_folder, capsys):
+    """A judge path with a typo must not cost a whole training run."""
+    from basealign import cli
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"data: {{pairs: {pairs_folder}, max_length: 256}}\nlora: {{r: 4, alpha: 8}}\n"
+                      f"training: {{max_steps: 1, max_tokens_per_batch: 700}}\noutput_dir: {tmp_path / 'run'}\n"
+                      f"eval: {{judges: ['helpful={tmp_path / 'no-such-judge'}']}}\n")
+    assert cli.main(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no-such-judge" in err[0] and "no such model folder" in err[0]
+    assert not (tmp_path / "run").exists()  # nothing was started

@@ -140,7 +140,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p.set_defaults(func=_push)
 
     p = sub.add_parser("fields", help="list every recipe field: type, default and what it does")
-    p.add_argument("section", nargs="?", help="only this section (model, lora, data, loss, training, hub)")
+    p.add_argument("section", nargs="?", help="only this section (model, lora, data, loss, training, eval, hub)")
     p.set_defaults(func=_fields)
     return parser, sub.choices
 

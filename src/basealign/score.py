@@ -41,7 +41,7 @@ import torch
 from basealign.fastpath import attention
 from basealign.config import Recipe, apply_overrides, load_recipe, recipe_from_dict
 from basealign.errors import BasealignError
-from basealign.files import check_writable
+from basealign.files import check_writable, write_atomic
 
 SPLITS = ("train", "test")
 
@@ -163,11 +163,11 @@ def tokenize_split(split: str, rows: list[dict], tokenizer, recipe: Recipe) -> S
 def load_scoring_model(spec: ModelSpec, device: torch.device, packing: bool = True):
     """(policy, reference) in eval mode on DEVICE. The reference is None without one, and the
     policy itself (its adapter switched off while scoring) for a LoRA run."""
-    from basealign.models.loading import check_packed_support, frozen_copy, load_model
+    from basealign.models.loading import check_packed_support, frozen, load_model
 
     ref_model = None
     if spec.ref_model_path is not None:
-        ref_model = frozen_copy(load_model(spec.recipe.model, spec.ref_model_path, device))
+        ref_model = frozen(load_model(spec.recipe.model, spec.ref_model_path, device))
     model = load_model(spec.recipe.model, spec.model_path)
     check_packed_support(model, packing)
     if spec.adapter_dir is not None:
@@ -187,9 +187,8 @@ def score_records(model, records: list[dict], *, ref_model, packing: bool, prefi
                   progress=None) -> list[tuple[float, float, float | None, float | None]]:
     """(pi_c, pi_r, ref_c, ref_r) per record, in record order. REF_MODEL: None, a separate
     model, or MODEL itself (a LoRA policy, scored again with its adapter off)."""
-    from basealign.models.loading import reference_context
     from basealign.fastpath.packing import collate_packed, collate_padded, group_by_token_budget
-    from basealign.training.step import sequence_logps
+    from basealign.training.step import reference_logps, sequence_logps
 
     sharing = packing and prefix_sharing
     results: list[tuple] = []
@@ -204,9 +203,8 @@ def score_records(model, records: list[dict], *, ref_model, packing: bool, prefi
         with torch.no_grad():
             policy = sequence_logps(model, batch).double().cpu().tolist()
             ref = None
-            if ref_model is not None:
-                with reference_context(ref_model):
-                    ref = sequence_logps(ref_model, batch).double().cpu().tolist()
+            if ref_model is not None:  # the step's own rule: a separate model, or the adapter off
+                ref = reference_logps(model, None if ref_model is model else ref_model, batch).double().cpu().tolist()
         for j in range(n):
             results.append((policy[j], policy[n + j], ref[j] if ref else None, ref[n + j] if ref else None))
         if progress is not None:
@@ -315,11 +313,7 @@ def score(model: str, pairs: str, out: str, packing: bool = True, overrides=()) 
                 for record, value in zip(part.records, values):
                     lines.append(pair_line(part.split, part.rows[record["index"]], record, value, beta, reference))
 
-    tmp_out = out_path.with_name(out_path.name + ".tmp")
-    with tmp_out.open("w", encoding="utf-8", newline="\n") as fh:
-        for line in lines:
-            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
-    tmp_out.replace(out_path)
+    write_atomic(out_path, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
     print(summary(lines, splits, has_reference, packing, backend, out_path))
     return out_path
 

@@ -76,6 +76,16 @@ def test_dry_run_carries_the_eval_folder(lora_run, tmp_path):
     assert "## Evaluation: aligned vs base" in (out / "README.md").read_text()
 
 
+def test_a_damaged_eval_json_is_one_line_not_a_traceback(lora_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(lora_run, run)
+    (run / "eval").mkdir()
+    (run / "eval" / "eval.json").write_text('{"preference": {"overall": ')  # cut off
+    assert main(["push", str(run), "--repo-id", REPO, "--dry-run", str(tmp_path / "upload")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "eval.json is not valid JSON" in err[0]
+
+
 def test_dry_run_adapter_gives_same_logprobs(lora_run, adapter_logprob, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

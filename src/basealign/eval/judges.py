@@ -36,7 +36,7 @@ def parse_judge(text: str) -> JudgeSpec:
     for suffix, value in ((":lower", False), (":higher", True)):
         if path.endswith(suffix):
             path, higher = path[: -len(suffix)], value
-    return JudgeSpec(name.strip(), path.strip(), higher)
+    return JudgeSpec(name.strip(), str(Path(path.strip()).expanduser()), higher)
 
 
 def check_judge(spec: JudgeSpec) -> None:
@@ -70,6 +70,7 @@ def load_judge(spec: JudgeSpec, device):
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     tokenizer.padding_side = "right"
+    tokenizer.truncation_side = "left"  # a text too long for the judge loses prompt, not the answer it judges
     return model, tokenizer
 
 

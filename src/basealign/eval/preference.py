@@ -23,7 +23,7 @@ def pair_lines(model, ref_model, rows: list[dict], split: str, tokenizer, recipe
     part = tokenize_split(split, rows, tokenizer, recipe)
     training = recipe.training
     values = score_records(
-        model, part.records, ref_model=ref_model, packing=True, prefix_sharing=training.prefix_sharing,
+        model, part.records, ref_model=ref_model, packing=training.packing, prefix_sharing=training.prefix_sharing,
         budget=training.max_tokens_per_batch, backend=backend, pad_token_id=tokenizer.pad_token_id,
         pad_to_multiple_of=training.pad_to_multiple_of, device=device,
     ) if part.records else []

@@ -49,6 +49,22 @@ def check_config(config: EvalConfig) -> None:
         raise BasealignError(f"eval.step_generations must be >= 0, got {config.step_generations}")
 
 
+def check_inputs(config: EvalConfig) -> list:
+    """Every input of an eval that can be checked without a model: the values, each judge
+    (a saved single-score classifier), the prompts file, the lm-eval tasks. Training calls
+    it before any work, so a typo never costs a whole run. Returns the judge specs."""
+    check_config(config)
+    judge_specs = [judges.parse_judge(text) for text in config.judges]
+    for judge in judge_specs:
+        judges.check_judge(judge)
+    if config.prompts:
+        prompt_lines.read_prompts(config.prompts)
+    tasks = capability.expand(config.tasks)
+    if tasks:
+        capability.task_manager(tasks, config.task_paths)
+    return judge_specs
+
+
 def eval_pairs_dir(run_dir: Path, recipe: Recipe, config: EvalConfig, scratch: Path) -> Path:
     """--pairs, else the pairs the run prepared (RUN/data), else the recipe's data.pairs."""
     from basealign.data_prep.prepare import is_pairs_folder, resolve_pairs
@@ -78,10 +94,7 @@ def evaluate(run: str, config: EvalConfig | None = None, **overrides) -> Path:
         raise BasealignError(f"{run} is a model folder, not a basealign run (no recipe.yaml)")
     run_dir, recipe = run_dir.resolve(), spec.recipe
     config = dataclasses.replace(config or recipe.eval or EvalConfig(), **overrides)
-    check_config(config)
-    judge_specs = [judges.parse_judge(text) for text in config.judges]
-    for judge in judge_specs:
-        judges.check_judge(judge)
+    judge_specs = check_inputs(config)
     given_prompts = prompt_lines.read_prompts(config.prompts) if config.prompts else None
     tasks = capability.expand(config.tasks)
     manager = capability.task_manager(tasks, config.task_paths) if tasks else None
@@ -93,7 +106,8 @@ def evaluate(run: str, config: EvalConfig | None = None, **overrides) -> Path:
     # ---- models
     tokenizer = load_tokenizer(spec.tokenizer_path, None, recipe.model.revision)  # the run's own template
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, ref_model = load_scoring_model(spec, device)  # a run always has a reference (score's rule)
+    packing = recipe.training.packing  # a model the packed path refuses was trained (and is scored) padded
+    model, ref_model = load_scoring_model(spec, device, packing)  # a run always has a reference (score's rule)
     try:
         backend, _why = attention.choose_backend(recipe.model.attn_implementation, device, model.dtype, model.config)
     except ValueError as err:

@@ -27,7 +27,13 @@ class StepGenerations(TrainerCallback):
         self.out_dir, self.decoding = Path(out_dir), decoding
 
     def on_evaluate(self, args, state, control, model=None, **kwargs):
-        if not state.is_world_process_zero or model is None or args.fsdp or args.deepspeed or not self.prompts:
+        from accelerate.state import AcceleratorState
+        from accelerate.utils import DistributedType
+
+        # One process generating alone on a sharded model would wait forever for the others'
+        # all-gathers; however the run was launched, accelerate's state says if it is sharded.
+        sharded = AcceleratorState().distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        if not state.is_world_process_zero or model is None or sharded or not self.prompts:
             return
         texts = [p.prompt for p in self.prompts]
         ref_model = self.ref_model if self.ref_model is not None else model  # LoRA: the adapter switched off

@@ -16,6 +16,7 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from basealign.errors import BasealignError
 from basealign.models.tiny import BUILTIN_PREFIX
 
 DEFAULT_LICENSE = "apache-2.0"
@@ -299,7 +300,10 @@ def build_model_card(
 
 def eval_section(run_dir: Path | None) -> list[str]:
     """The balance table of `basealign eval` (RUN/eval/eval.json), aligned vs base, when it exists."""
-    result = read_json(Path(run_dir) / "eval" / "eval.json") if run_dir is not None else None
+    try:
+        result = read_json(Path(run_dir) / "eval" / "eval.json") if run_dir is not None else None
+    except json.JSONDecodeError:
+        raise BasealignError(f"{Path(run_dir) / 'eval' / 'eval.json'} is not valid JSON; run basealign eval again") from None
     if not result:
         return []
     from basealign.eval.report import summary_rows

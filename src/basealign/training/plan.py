@@ -60,13 +60,14 @@ def plan(recipe: Recipe, resume: bool = False, overwrite: bool = False) -> str:
 
     from basealign.data_prep.prepare import resolve_pairs
     from basealign.fastpath import attention
-    from basealign.fastpath.packing import group_by_token_budget, pair_length
+    from basealign.fastpath.packing import pair_length
     from basealign.hub.reach import require_hub_repo
     from basealign.models.loading import DTYPES, load_tokenizer, resolve_model_path
     from basealign.training.run import load_tokenized
+    from basealign.training.trainer import micro_batches_for_training
     from basealign.training.run_folder import RunFolder
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # as TrainingRun: torchrun on CPU too
     training, data = recipe.training, recipe.data
     checkpoint = RunFolder(Path(recipe.output_dir)).claim(recipe, resume, overwrite)
     lines = [f"basealign train --check: {recipe.output_dir}" + (f" (resuming {Path(checkpoint).name})" if checkpoint else "")]
@@ -81,19 +82,23 @@ def plan(recipe: Recipe, resume: bool = False, overwrite: bool = False) -> str:
     lines.append(f"  pairs: {data.pairs}")
     lines += [f"  {line}" for line in splits.summary]
 
+    # The same micro-batches the run will cut (per-epoch regrouping, padded sizing, fillers).
     shared = training.prefix_sharing or not training.packing
-    groups = group_by_token_budget(splits.train, training.max_tokens_per_batch, training.seed, shared)
+    micro_batches = micro_batches_for_training(
+        splits.train, training.max_tokens_per_batch, training.seed, shared, state.num_processes,
+        training.gradient_accumulation_steps, training.num_epochs, training.max_steps, not training.packing,
+    )
     tokens = sum(pair_length(r, shared) for r in splits.train)
-    per_rank = math.ceil(len(groups) / state.num_processes)
+    per_rank = len(micro_batches) // state.num_processes
     steps = math.ceil(per_rank / training.gradient_accumulation_steps)
     total = training.max_steps if training.max_steps > 0 else math.ceil(steps * training.num_epochs)
-    lines.append(f"  per epoch: {tokens} tokens in {len(groups)} micro-batches of <= {training.max_tokens_per_batch} "
-                 f"tokens, {steps} optimizer steps ({state.num_processes} process(es) x "
-                 f"{training.gradient_accumulation_steps} accumulation); {total} steps in all")
+    lines.append(f"  per epoch: {tokens} tokens in micro-batches of <= {training.max_tokens_per_batch} tokens: "
+                 f"{micro_batches.filler_note(state.num_processes)}; {steps} optimizer steps "
+                 f"({state.num_processes} x {training.gradient_accumulation_steps} accumulation); {total} steps in all")
 
     dtype = DTYPES[recipe.model.dtype]
     try:
-        backend, why = attention.choose_backend(recipe.model.attn_implementation, state.device, dtype)
+        backend, why = attention.choose_backend(recipe.model.attn_implementation, state.device, dtype, model.config)
     except ValueError as err:
         raise BasealignError(f"model.attn_implementation: {err}") from None
     lines.append(f"  device {state.device}, attention backend {backend} ({why})")

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from basealign.fastpath.packing import collate_packed, group_by_token_budget
+from basealign.fastpath.packing import collate_packed, collate_padded, group_by_token_budget
 from basealign.files import write_atomic
 from basealign.training.step import reference_logps
 
@@ -67,16 +67,20 @@ def weights_fingerprint(path: str, dtype: str, revision: str | None = None) -> s
     return h.hexdigest()
 
 
-def cache_key(weights_fp: str, records: list[dict], budget: int, backend: str) -> str:
-    return hashlib.sha256(f"{weights_fp}|{data_fingerprint(records)}|{budget}|{backend}".encode()).hexdigest()
+def cache_key(weights_fp: str, records: list[dict], budget: int, backend: str, packing: bool = True) -> str:
+    layout = f"{budget}|{backend}|{'packed' if packing else 'padded'}"
+    return hashlib.sha256(f"{weights_fp}|{data_fingerprint(records)}|{layout}".encode()).hexdigest()
 
 
 def attach_reference_logps(records, model, ref_model, weights_fp: str, budget: int, backend: str,
-                           cache_dir: str | Path | None = None, device=None, compute: bool = True) -> Path:
+                           cache_dir: str | Path | None = None, device=None, compute: bool = True,
+                           packing: bool = True) -> Path:
     """Adds ref_chosen_logps / ref_rejected_logps to each record; returns the cache file.
-    With COMPUTE false (a non-main process) the file must already be there."""
+    With COMPUTE false (a non-main process) the file must already be there. PACKING false
+    computes them on the padded path, as training then does (models the packed path cannot
+    run exactly)."""
     cache_dir = Path(cache_dir) if cache_dir else DEFAULT_CACHE
-    key = cache_key(weights_fp, records, budget, backend)
+    key = cache_key(weights_fp, records, budget, backend, packing)
     cache_file = cache_dir / f"{key[:24]}.pt"
     values = _load(cache_file, key, len(records))
     if values is None:
@@ -84,7 +88,7 @@ def attach_reference_logps(records, model, ref_model, weights_fp: str, budget: i
             from basealign.errors import BasealignError
 
             raise BasealignError(f"reference log-probs missing from {cache_file} after the main process wrote them")
-        values = _compute(records, model, ref_model, budget, backend, device)
+        values = _compute(records, model, ref_model, budget, backend, device, packing)
         cache_dir.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         torch.save({"key": key, "values": values}, buffer)
@@ -106,13 +110,14 @@ def _load(cache_file: Path, key: str, n: int) -> torch.Tensor | None:
     return saved["values"]
 
 
-def _compute(records, model, ref_model, budget: int, backend: str, device) -> torch.Tensor:
+def _compute(records, model, ref_model, budget: int, backend: str, device, packing: bool) -> torch.Tensor:
     values = torch.empty(len(records), 2, dtype=torch.float64)
-    groups = group_by_token_budget(records, budget, seed=None)
+    groups = group_by_token_budget(records, budget, seed=None, padded=not packing)
     was_training = model.training
     model.eval()
     for group in tqdm(groups, desc="reference log-probs", unit="batch"):
-        batch = collate_packed([records[i] for i in group], backend=backend)
+        chunk = [records[i] for i in group]
+        batch = collate_packed(chunk, backend=backend) if packing else collate_padded(chunk)
         if device is not None:
             batch = batch.to(device)
         sums = reference_logps(model, ref_model, batch).double().cpu()

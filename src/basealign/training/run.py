@@ -69,6 +69,10 @@ class TrainingRun:
 
     def setup(self) -> None:
         check_training_dtype(self.recipe.model, self.recipe.lora)  # before any work: a config-only refusal
+        if self.recipe.eval is not None:  # its judges, prompts and tasks: a typo must not cost the run
+            from basealign.eval.run import check_inputs
+
+            check_inputs(self.recipe.eval)
         self._setup_output()
         try:
             self._setup_data()
@@ -154,18 +158,19 @@ class TrainingRun:
         from basealign.training.reference_cache import attach_reference_logps, weights_fingerprint
 
         fp = weights_fingerprint(self.model_path, recipe.model.dtype, recipe.model.revision)
-        ref_for_cache = self._frozen_reference() if recipe.lora is None else None
         self.model.to(self.state.device)
-        # The main process computes and writes the cache; the others then read that file.
+        # Before training the policy is the reference (a LoRA policy with its adapter off, a
+        # full fine-tune as loaded), so no copy is needed. The main process computes and
+        # writes the cache; the others then read that file.
         with self.state.main_process_first():
             for records in (self.splits.train, self.splits.test):
                 if records:
                     cache = attach_reference_logps(
-                        records, self.model, ref_for_cache, fp, training.max_tokens_per_batch, self.backend,
+                        records, self.model, None, fp, training.max_tokens_per_batch, self.backend,
                         training.ref_cache_dir, self.state.device, compute=self.state.is_main_process,
+                        packing=training.packing,
                     )
                     self._log(f"reference log-probs cached in {cache.parent}")
-        del ref_for_cache
 
     def _frozen_reference(self):
         """A full fine-tune's reference: a frozen copy of the policy, or under ZeRO-3 (whose
@@ -239,7 +244,15 @@ class TrainingRun:
 
     def train(self) -> None:
         self.trainer.train(resume_from_checkpoint=self.checkpoint)
-        self.eval_results = self.trainer.evaluate() if self.trainer.eval_dataset is not None else None
+        self.eval_results = None
+        if self.trainer.eval_dataset is not None:
+            # With step-based evaluation the Trainer has already evaluated the last step.
+            state = self.trainer.state
+            evals = [line for line in state.log_history if "eval_loss" in line]
+            if evals and evals[-1].get("step") == state.global_step:
+                self.eval_results = {k: v for k, v in evals[-1].items() if k.startswith("eval_")}
+            else:
+                self.eval_results = self.trainer.evaluate()
 
     def finish(self) -> None:
         """Save the model, then (main process only) eval results, tokenizer, report, eval, push."""

@@ -138,7 +138,7 @@ class Window:
         self.tokens = 0
 
     def add(self, step: StepSums) -> None:
-        items = {**{f"loss/{k}": v.detach() for k, v in step.loss_sums.items()}, **step.counts, **step.metric_sums}
+        items = {**{f"loss/{k}": v for k, v in step.loss_sums.items()}, **step.counts, **step.metric_sums}
         for key, value in items.items():
             value = value.detach().double()
             self.sums[key] = self.sums[key] + value if key in self.sums else value
