@@ -38,13 +38,25 @@ def metrics_lines(path: Path) -> list[dict]:
 
 def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
     """(train lines, eval lines) of a metrics.jsonl."""
+    return split_metrics(metrics_lines(path))
+
+
+def split_metrics(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(train lines, eval lines): a training line has its step's `loss`; the end-of-training
+    summary (train_loss, train_runtime, ...) is neither."""
     train, evals = [], []
-    for record in metrics_lines(path):
+    for record in records:
         if any(k.startswith("eval/") for k in record):
             evals.append(record)
         elif "loss" in record:
             train.append(record)
     return train, evals
+
+
+def markdown_table(header: tuple[str, ...], rows: list[tuple], fmt=str) -> list[str]:
+    """A Markdown table's lines, each cell through FMT."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
 
 
 def report_figure(train: list[dict], evals: list[dict], title: str):

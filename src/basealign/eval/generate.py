@@ -62,10 +62,6 @@ def user_turn_stops(tokenizer) -> list[str]:
     return [between] if between.strip() else []
 
 
-def as_messages(prompt) -> list[dict]:
-    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-
-
 def transcript(messages: list[dict]) -> str:
     """Messages as an HH transcript ("\n\nHuman: ...\n\nAssistant: ..."), for readers without a template."""
     speaker = {"user": "Human", "assistant": "Assistant"}

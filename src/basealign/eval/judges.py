@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from basealign.errors import BasealignError
-from basealign.eval.generate import as_messages, transcript
+from basealign.eval.generate import transcript
+from basealign.models.tokenize_pairs import as_messages
 
 BOOTSTRAP_SAMPLES = 2000
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from basealign.errors import BasealignError
-from basealign.eval.generate import Answer, Decoding, as_messages, transcript
+from basealign.eval.generate import Answer, Decoding, transcript
+from basealign.models.tokenize_pairs import as_messages
 
 
 @dataclass

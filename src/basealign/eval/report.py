@@ -10,6 +10,7 @@ from pathlib import Path
 
 from basealign.eval.capability import headline
 from basealign.files import write_atomic
+from basealign.report import markdown_table
 
 HARMFUL_LABELS = ("harmless", "harmful")  # prompts that test harmlessness: shown first
 
@@ -63,8 +64,7 @@ def _num(value) -> str:
 
 
 def _table(header: tuple[str, ...], rows: list[tuple]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(_num(c) for c in row) + " |" for row in rows]
+    return markdown_table(header, rows, _num)
 
 
 def _markdown(result: dict, has_generations: bool) -> str:

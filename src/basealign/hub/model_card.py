@@ -18,6 +18,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from basealign.errors import BasealignError
 from basealign.models.tiny import BUILTIN_PREFIX
+from basealign.report import markdown_table, split_metrics
 
 DEFAULT_LICENSE = "apache-2.0"
 
@@ -59,9 +60,7 @@ def _fmt(value: Any) -> str:
 
 
 def _table(header: tuple[str, ...], rows: list[tuple]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
-    return lines
+    return markdown_table(header, rows, _fmt)
 
 
 def _is_hub_source(source: dict, run_dir: Path | None) -> bool:
@@ -90,19 +89,11 @@ def card_base_model(recipe: dict, adapter_config: dict | None, run_dir: Path | N
     return None
 
 
-def split_metrics(metrics: list[dict]) -> tuple[dict, dict]:
-    """(last training line, last eval line) of the metrics log; eval keys keep their `eval/` prefix.
-    A training line has the step's `loss`; the end-of-training summary (train_loss,
-    train_runtime, ...) is not one."""
-    train: dict = {}
-    evals: dict = {}
-    for line in metrics:
-        eval_part = {k: v for k, v in line.items() if k.startswith("eval/")}
-        if eval_part:
-            evals = {**eval_part, **({"step": line["step"]} if "step" in line else {})}
-        elif "loss" in line:
-            train = line
-    return train, evals
+def last_metrics(metrics: list[dict]) -> tuple[dict, dict]:
+    """(last training line, last eval line's `eval/` values and step) of the metrics log."""
+    train, evals = split_metrics(metrics)
+    last_eval = {k: v for k, v in evals[-1].items() if k.startswith("eval/") or k == "step"} if evals else {}
+    return (train[-1] if train else {}), last_eval
 
 
 _TRAIN_KEYS = (
@@ -230,7 +221,7 @@ def build_model_card(
              for n, s in sources.items() if isinstance(s, dict)],
         )
 
-    train, evals = split_metrics(metrics)
+    train, evals = last_metrics(metrics)
     evals = {**evals, **{(k if k.startswith("eval/") else f"eval/{k}"): v for k, v in (eval_results or {}).items()}}
     body += ["", "## Results", ""]
     if train:

@@ -31,7 +31,8 @@ class TokenizedPairs:
     truncated: int = 0
 
 
-def _messages(value, role_default: str) -> list[dict]:
+def as_messages(value, role_default: str = "user") -> list[dict]:
+    """A message list from a plain string (one ROLE_DEFAULT turn) or from messages."""
     if isinstance(value, str):
         return [{"role": role_default, "content": value}]
     return [{"role": m["role"], "content": m["content"]} for m in value]
@@ -39,8 +40,8 @@ def _messages(value, role_default: str) -> list[dict]:
 
 def render(tokenizer, prompt, response) -> tuple[str, str]:
     """(prompt text with generation prompt, response text) under the tokenizer's chat template."""
-    prompt_msgs = _messages(prompt, "user")
-    response_msgs = _messages(response, "assistant")
+    prompt_msgs = as_messages(prompt, "user")
+    response_msgs = as_messages(response, "assistant")
     prompt_text = tokenizer.apply_chat_template(prompt_msgs, tokenize=False, add_generation_prompt=True)
     full_text = tokenizer.apply_chat_template(prompt_msgs + response_msgs, tokenize=False)
     if not full_text.startswith(prompt_text):
@@ -97,7 +98,7 @@ def tokenize_pairs(rows, tokenizer, max_length: int, max_prompt_length: int | No
 def prompt_token_ids(tokenizer, prompt) -> list[int]:
     """A prompt (text or message list) as the model sees it before its answer: chat template with the
     generation prompt, BOS as `tokenize_pairs` adds it; the same ids a pair's record starts with."""
-    text = tokenizer.apply_chat_template(_messages(prompt, "user"), tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(as_messages(prompt, "user"), tokenize=False, add_generation_prompt=True)
     return _bos(tokenizer, _adds_bos(tokenizer), text) + tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
