@@ -26,3 +26,16 @@ def test_torch_is_a_range_that_the_installed_torch_satisfies():
 
 def test_makefile_keeps_the_cpu_pin():
     assert re.search(r"^TORCH \?= torch==\d+\.\d+\.\d+$", (ROOT / "Makefile").read_text(), re.M)
+
+
+def test_data_prep_installs_inside_basealign_not_as_a_top_level_module(tmp_path):
+    """From a folder that is not the repo (so the checkout's own data_prep/ is not on sys.path),
+    the installed package offers basealign.data_prep and no generic top-level `data_prep`."""
+    import subprocess
+    import sys
+
+    probe = ("import importlib.util, basealign.data_prep.prepare as p; "
+             "print(importlib.util.find_spec('data_prep') is None, p.__name__)")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "basealign.data_prep.prepare"]
