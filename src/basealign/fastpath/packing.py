@@ -120,6 +120,7 @@ class PreferenceBatch:
     response_lengths: torch.Tensor  # [2B] chosen lengths then rejected lengths
     real_tokens: int  # tokens that carry data (no padding)
     processed_tokens: int  # tokens the model runs on
+    chosen_tokens: int  # chosen response tokens, counted here on the host (sft's denominator)
     ref_logps: torch.Tensor | None = None  # [2B] precomputed reference sums
     weight: float = 1.0  # 0 for a filler micro-batch that only keeps ranks in step
 
@@ -128,7 +129,7 @@ class PreferenceBatch:
         return PreferenceBatch(
             move(self.input_ids), move(self.position_ids), move(self.attention_mask),
             None if self.layout is None else self.layout.to(device), self.targets.to(device),
-            self.num_pairs, move(self.response_lengths), self.real_tokens, self.processed_tokens,
+            self.num_pairs, move(self.response_lengths), self.real_tokens, self.processed_tokens, self.chosen_tokens,
             move(self.ref_logps), self.weight,
         )
 
@@ -236,6 +237,7 @@ def collate_packed(records: list[dict], prefix_sharing: bool = True, pad_to_mult
         targets=LogprobTargets(torch.tensor(source), torch.tensor(target), torch.tensor(sequence)),
         num_pairs=n_pairs,
         response_lengths=torch.tensor(lengths),
+        chosen_tokens=sum(lengths[:n_pairs]),
         real_tokens=real,
         processed_tokens=len(ids),
         ref_logps=_ref_logps(records),
@@ -268,6 +270,7 @@ def collate_padded(records: list[dict], pad_token_id: int = 0, pad_to_multiple_o
         targets=LogprobTargets(torch.tensor(source), torch.tensor(target), torch.tensor(sequence)),
         num_pairs=n_pairs,
         response_lengths=torch.tensor(lengths),
+        chosen_tokens=sum(lengths[:n_pairs]),
         real_tokens=sum(len(r) for r in rows),
         processed_tokens=input_ids.numel(),
         ref_logps=_ref_logps(records),

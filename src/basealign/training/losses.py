@@ -60,15 +60,19 @@ def per_pair_losses(logps: PreferenceLogps, loss_type: str, beta: float = 0.1, l
     raise ValueError(f"unknown loss type {loss_type!r}")
 
 
+# The logged per-pair metrics, TRL's names, in a fixed order (ranks all-reduce them as a vector).
+METRIC_NAMES = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected")
+
+
 def per_pair_metrics(logps: PreferenceLogps, beta: float) -> dict[str, torch.Tensor]:
-    """[B] values per logged metric (TRL's names), detached; the caller sums them."""
+    """[B] values per logged metric (METRIC_NAMES), detached; the caller sums them."""
     chosen_rewards = beta * (logps.policy_chosen - logps.ref_chosen).detach()
     rejected_rewards = beta * (logps.policy_rejected - logps.ref_rejected).detach()
-    return {
-        "rewards/chosen": chosen_rewards,
-        "rewards/rejected": rejected_rewards,
-        "rewards/accuracies": (chosen_rewards > rejected_rewards).to(chosen_rewards.dtype),
-        "rewards/margins": chosen_rewards - rejected_rewards,
-        "logps/chosen": logps.policy_chosen.detach(),
-        "logps/rejected": logps.policy_rejected.detach(),
-    }
+    return dict(zip(METRIC_NAMES, (
+        chosen_rewards,
+        rejected_rewards,
+        (chosen_rewards > rejected_rewards).to(chosen_rewards.dtype),
+        chosen_rewards - rejected_rewards,
+        logps.policy_chosen.detach(),
+        logps.policy_rejected.detach(),
+    ), strict=True))

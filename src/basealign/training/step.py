@@ -66,7 +66,7 @@ def preference_step(model, ref_model, batch: PreferenceBatch, loss: LossConfig) 
     loss_sums = {name: weight * per_pair_losses(logps, name, loss.beta, loss.label_smoothing).sum() for name in loss.type}
     counts = {
         PAIRS: logps.policy_chosen.new_tensor(weight * batch.num_pairs),
-        CHOSEN_TOKENS: weight * logps.chosen_lengths.sum().to(logps.policy_chosen.dtype),
+        CHOSEN_TOKENS: logps.policy_chosen.new_tensor(weight * batch.chosen_tokens),
     }
     metric_sums = {name: weight * values.sum() for name, values in per_pair_metrics(logps, loss.beta).items()}
     return StepSums(loss_sums, counts, metric_sums)

@@ -32,7 +32,7 @@ from transformers import Trainer, TrainerCallback
 from basealign.config import LossConfig
 from basealign.fastpath.packing import PreferenceBatch, collate_packed, collate_padded, group_by_token_budget
 from basealign.files import write_atomic
-from basealign.training.losses import CHOSEN_TOKENS, LOSS_UNITS, PAIRS
+from basealign.training.losses import CHOSEN_TOKENS, LOSS_UNITS, METRIC_NAMES, PAIRS
 from basealign.training.step import StepSums, objective, preference_step
 
 
@@ -172,9 +172,6 @@ class Window:
         return out
 
 
-METRIC_NAMES = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected")
-
-
 class PreferenceTrainer(Trainer):
     def __init__(self, *args, loss_config: LossConfig, ref_model=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -225,7 +222,7 @@ class PreferenceTrainer(Trainer):
         for inputs in batch_samples:
             batch: PreferenceBatch = inputs["batch"]
             counts[0] += batch.weight * batch.num_pairs
-            counts[1] += batch.weight * float(batch.response_lengths[: batch.num_pairs].sum())
+            counts[1] += batch.weight * batch.chosen_tokens
         counts = counts.to(device)
         if self.accelerator.num_processes > 1:
             counts = self.accelerator.reduce(counts, reduction="sum")
